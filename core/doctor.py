@@ -1,0 +1,44 @@
+"""``vlhub doctor``: what this machine has for each stage, and what to install."""
+from __future__ import annotations
+
+import platform
+import shutil
+import subprocess
+import sys
+from typing import Any
+
+from . import stage
+from .secrets import TOKEN_ENV, find_token
+
+
+def _tool_version(cmd: list[str]) -> str | None:
+    if not shutil.which(cmd[0]):
+        return None
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (out.stdout or out.stderr).strip().splitlines()[0] if out.returncode == 0 else None
+
+
+def diagnose() -> dict[str, Any]:
+    """A JSON-ready report: Python, git, git-lfs, GPU, stage environments, hub tokens (never values)."""
+    tools = {
+        "python": f"{platform.python_version()} ({sys.executable})",
+        "git": _tool_version(["git", "--version"]),
+        "git-lfs": _tool_version(["git", "lfs", "version"]),
+    }
+    fixes = []
+    if not tools["git"]:
+        fixes.append("install git: sudo apt-get install -y git")
+    if not tools["git-lfs"]:
+        fixes.append("install Git LFS: sudo apt-get install -y git-lfs")
+    envs = {name: stage.check(name).public() for name in stage.STAGES}
+    fixes += [env["fix"] for env in envs.values() if env["fix"]]
+    return {
+        "tools": tools,
+        "gpu": stage.gpu_summary(),
+        "environments": envs,
+        "tokens": {hub: find_token(hub).public() for hub in TOKEN_ENV},
+        "fixes": fixes,
+    }

@@ -1,0 +1,92 @@
+"""Starting the Streamlit launcher as a child process bound to 127.0.0.1 by default."""
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import webbrowser
+from pathlib import Path
+
+from .errors import BadInput, VlhubError
+from .stage import clean_env
+
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+def app_path() -> Path:
+    """The Streamlit entry script."""
+    from vlhub import streamlit_app
+
+    return Path(streamlit_app.__file__).parent / "app.py"
+
+
+def free_port(host: str, wanted: int) -> int:
+    """``wanted`` if it can be bound on ``host``, else a free port chosen by the OS."""
+    for port in ([wanted] if wanted else []) + [0]:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return sock.getsockname()[1]
+    raise BadInput(f"--host {host}: cannot bind any port there", "use --host 127.0.0.1")
+
+
+def streamlit_command(host: str, port: int) -> list[str]:
+    """The exact ``streamlit run`` argv: headless, XSRF on, no file watcher, no telemetry."""
+    return [sys.executable, "-m", "streamlit", "run", str(app_path()),
+            "--server.address", host, "--server.port", str(port), "--server.headless", "true",
+            "--server.fileWatcherType", "none", "--server.runOnSave", "false",
+            "--server.enableXsrfProtection", "true", "--browser.gatherUsageStats", "false",
+            "--global.developmentMode", "false"]
+
+
+def wait_http(url: str, timeout: float, proc: subprocess.Popen) -> None:
+    """Wait until ``url`` answers 200, failing early if the server process exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise VlhubError(f"the launcher exited during start-up (code {proc.returncode})",
+                             "run `vlhub doctor`, then `vlhub --debug launch`")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.3)
+    raise VlhubError(f"the launcher did not answer at {url} within {timeout:.0f} s", "see the log above")
+
+
+def validate_host(host: str, allow_remote: bool) -> None:
+    """Refuse to expose the launcher beyond this machine unless explicitly allowed."""
+    if host not in LOCAL_HOSTS and not allow_remote:
+        raise BadInput(f"--host {host} would expose the launcher (and your hub logins) to other machines",
+                       "add --allow-remote if you really mean it, or drop --host to stay on 127.0.0.1")
+
+
+def launch(host: str, port: int, open_browser: bool, say=print) -> int:
+    """Run the launcher until Ctrl-C; returns the child's exit code."""
+    port = free_port(host, port)
+    shown = f"[{host}]" if ":" in host else host
+    url = f"http://{shown}:{port}"
+    proc = subprocess.Popen(streamlit_command(host, port), env=clean_env(),
+                            stdout=subprocess.DEVNULL)
+    try:
+        wait_http(url + "/_stcore/health", 60, proc)
+        say(f"vlhub launcher: {url}  (Ctrl-C to stop)")
+        if open_browser:
+            webbrowser.open(url)
+        return proc.wait()
+    except KeyboardInterrupt:
+        say("stopping the launcher ...")
+        return 0
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()

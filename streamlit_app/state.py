@@ -1,0 +1,26 @@
+"""Cached reads of vlhub state shared by the pages."""
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from vlhub.core import plugins, stage
+from vlhub.core.secrets import TOKEN_ENV, find_token
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def plugin_report() -> dict[str, Any]:
+    """``vlhub plugins --json`` as data."""
+    return plugins.host().describe()
+
+
+@st.cache_data(ttl=10, show_spinner=False)
+def env_report() -> list[dict[str, Any]]:
+    """``vlhub env check --json`` as data."""
+    return [stage.check(name).public() for name in stage.STAGES]
+
+
+def token_report() -> dict[str, dict[str, Any]]:
+    """Whether a token is found per hub, never the token."""
+    return {hub: find_token(hub).public() for hub in TOKEN_ENV}
