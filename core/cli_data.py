@@ -1,9 +1,163 @@
-"""``vlhub data ...``: prepare, validate, stats and download of datasets."""
+"""``vlhub data ...``: prepare, validate, stats and download of datasets (logic in :mod:`.data`)."""
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
 import click
+
+from . import data as api
+from .output import emit_json, say, tqdm_progress
+from .types import Problem
+
+T = TypeVar("T")
+SHOWN = 10
+
+
+def _with_progress(work: Callable[[Any], T]) -> T:
+    progress, close = tqdm_progress()
+    try:
+        return work(progress)
+    finally:
+        close()
+
+
+def _strict_json(as_json: bool, work: Callable[[], T]) -> T:
+    """Run ``work``; on a strict validation failure print its report as JSON too, then fail."""
+    from vlhub.plugins.datasets.validate import ValidationFailed
+
+    try:
+        return work()
+    except ValidationFailed as exc:
+        if as_json:
+            emit_json({"ok": False, "error": exc.one_line(), **exc.validation.summary()})
+        _show_problems(exc.validation.problems)
+        raise
+
+
+def _show_problems(problems: list[Problem]) -> None:
+    from vlhub.plugins.datasets.validate import describe
+
+    if problems:
+        say(f"problems (first {min(SHOWN, len(problems))} of {len(problems)}):")
+        for problem in problems[:SHOWN]:
+            say(f"  {describe(problem)}")
+
+
+def _extra_options(name: str, args: list[str]) -> dict[str, str]:
+    """Explicit plugin flags (``--val-fraction 0.2``, ``--with-choices``) as option values."""
+    declared = {o["name"]: o for d in api.datasets() if d["name"] == name for o in d["options"]}
+    found: dict[str, str] = {}
+    rest = list(args)
+    while rest:
+        arg = rest.pop(0)
+        key, sep, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
+        key = key.replace("-", "_")
+        if key not in declared:
+            raise click.UsageError(f"unexpected argument {arg!r} (options of {name}: "
+                                   f"{', '.join('--' + k.replace('_', '-') for k in declared) or 'none'})")
+        if not sep:
+            bare_flag = declared[key]["type"] == "bool" and (not rest or rest[0].startswith("--"))
+            value = "true" if bare_flag else rest.pop(0) if rest else ""
+        found[key] = value
+    return found
 
 
 @click.group()
 def data() -> None:
     """Prepare datasets in XTuner's InternVL format, validate them, show stats."""
+
+
+@data.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="Output JSON.")
+def list_cmd(as_json: bool) -> None:
+    """List dataset plugins and their options."""
+    rows = api.datasets()
+    if as_json:
+        emit_json(rows)
+        return
+    for row in rows:
+        click.echo(f"{row['name']}: {row['description']}")
+        for option in row["options"]:
+            click.echo(f"  --{option['name'].replace('_', '-')} ({option['type']}, default {option['default']!r}): "
+                       f"{option['help']}")
+
+
+@data.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("name")
+@click.option("--source", required=True, type=click.Path(path_type=Path), help="The source folder (or file).")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="The prepared folder to create.")
+@click.option("--opt", "opts", multiple=True, metavar="KEY=VALUE", help="A plugin option (repeatable).")
+@click.option("--strict", is_flag=True, help="Fail (exit 1, nothing written) if any record is bad.")
+@click.option("--force", is_flag=True, help="Replace an existing --out folder.")
+@click.option("--json", "as_json", is_flag=True, help="Output JSON.")
+@click.pass_context
+def prepare(ctx: click.Context, name: str, source: Path, out: Path, opts: tuple[str, ...], strict: bool,
+            force: bool, as_json: bool) -> None:
+    """Convert the dataset NAME in --source into LLaVA-style train/val JSON in --out.
+
+    Plugin options go as --opt KEY=VALUE or as flags (e.g. --val-fraction 0.2);
+    `vlhub data list` shows them.
+    """
+    from vlhub.plugins.datasets.options import parse_pairs
+
+    options = {**_extra_options(name, ctx.args), **parse_pairs(opts)}
+    result = _strict_json(as_json, lambda: _with_progress(
+        lambda progress: api.prepare(name, source, out, options, strict=strict, force=force, progress=progress)))
+    if as_json:
+        emit_json(api.result(result))
+    splits = ", ".join(f"{k} {v}" for k, v in result.records.items())
+    say(f"{name}: {sum(result.records.values())} records ({splits}), {result.dropped} dropped -> {result.out}")
+    _show_problems(result.problems)
+
+
+@data.command()
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--images", required=True, type=click.Path(path_type=Path), help="Folder image paths are relative to.")
+@click.option("--strict", is_flag=True, help="Exit 1 if any record is bad.")
+@click.option("--json", "as_json", is_flag=True, help="Output JSON.")
+def validate(file: Path, images: Path, strict: bool, as_json: bool) -> None:
+    """Validate a LLaVA-style JSON/JSONL FILE and its images."""
+    report = _strict_json(as_json, lambda: _with_progress(
+        lambda progress: api.validate(file, images, strict=strict, progress=progress)))
+    if as_json:
+        emit_json(report)
+    say(f"{report['checked']} records: {report['usable']} usable, {report['dropped']} bad")
+    _show_problems([Problem(**p) for p in report["problems"]])
+
+
+@data.command()
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--preview", default=0, show_default=True, help="Also show the first N train records.")
+@click.option("--json", "as_json", is_flag=True, help="Output JSON.")
+def stats(folder: Path, preview: int, as_json: bool) -> None:
+    """Statistics of a prepared folder: records, images, turns, answer lengths, categories, duplicates."""
+    report = api.stats(folder)
+    if preview:
+        report["preview"] = api.preview(folder, "train", preview)
+    if as_json:
+        emit_json(report)
+        return
+    click.echo(f"{report['dataset']}: {report['records_total']} records "
+               f"({', '.join(f'{k} {v}' for k, v in report['records'].items())}), {report['images']} images, "
+               f"{report['dropped']} dropped")
+    click.echo(f"turns: {report['turns']}")
+    click.echo(f"answer length: {report['answer_length']}")
+    for key, counts in report["categories"].items():
+        click.echo(f"{key}: {', '.join(f'{v} {n}' for v, n in counts.items())}")
+    dup = report["duplicate_images"]
+    click.echo(f"duplicate images: {dup['groups']} groups ({dup['images']} images)")
+    for row in report.get("preview", []):
+        click.echo(f"- {row['id']} {row['images']}: {row['conversations']}")
+
+
+@data.command()
+@click.argument("name")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder to download into.")
+@click.option("--json", "as_json", is_flag=True, help="Output JSON.")
+def download(name: str, out: Path, as_json: bool) -> None:
+    """Download dataset NAME from its hub (FoodieQA is gated: request access first)."""
+    folder = _with_progress(lambda progress: api.download(name, out, progress=progress))
+    if as_json:
+        emit_json({"dataset": name, "source": str(folder)})
+    say(f"{name}: downloaded to {folder}; next: vlhub data prepare {name} --source {folder} --out DIR")

@@ -1,9 +1,70 @@
-"""``vlhub publish``: send a model folder to one or more hubs."""
+"""``vlhub publish``: send a model folder to one or more hubs (logic in :mod:`vlhub.core.publish`)."""
 from __future__ import annotations
+
+from pathlib import Path
 
 import click
 
+from .output import emit_json, say, table, tqdm_progress
+
+
+def _human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return str(n)
+
 
 @click.command()
-def publish() -> None:
-    """Publish a model folder (being written)."""
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--to", "targets", multiple=True, required=True, metavar="NAME:TARGET",
+              help="hf:ORG/NAME, modelscope:ORG/NAME, openxlab:OWNER/NAME or git:URL (repeatable).")
+@click.option("--private", is_flag=True, help="Create new repositories as private.")
+@click.option("--dry-run", is_flag=True, help="Only preflight: list what would be sent, send nothing.")
+@click.option("--via", type=click.Choice(["api", "git"]), help="hf/modelscope: the SDK (default) or git + LFS.")
+@click.option("--message", "-m", help="Commit message.")
+@click.option("--require-keyword", metavar="WORD", help="Refuse unless each repository name contains WORD.")
+@click.option("--overwrite-card", is_flag=True, help="Replace a README.md on the remote that vlhub did not write.")
+@click.option("--json", "as_json", is_flag=True, help="Output JSON.")
+def publish(folder: Path, targets: tuple[str, ...], private: bool, dry_run: bool, via: str | None,
+            message: str | None, require_keyword: str | None, overwrite_card: bool, as_json: bool) -> None:
+    """Publish a model folder to Hugging Face, ModelScope, OpenXLab or any git + LFS remote.
+
+    Every target is checked first (files, LFS, token, name); a failing target does not
+    stop the others. Rerunning resumes an interrupted upload and sends only what changed.
+    """
+    from . import publish as core
+
+    options = {"private": private, "via": via, "message": message, "require_keyword": require_keyword,
+               "overwrite_card": overwrite_card}
+    progress, close = tqdm_progress(enabled=not as_json)
+    try:
+        report = core.publish(folder, list(targets), options, dry_run=dry_run, progress=progress)
+    finally:
+        close()
+    if as_json:
+        emit_json(report.public())
+    else:
+        for result in report.results:
+            _show(result, dry_run)
+    if not report.ok:
+        raise SystemExit(report.exit_code)
+
+
+def _show(result, dry_run: bool) -> None:  # type: ignore[no-untyped-def]
+    pre = result.preflight
+    if pre is not None and pre.files:
+        rows = [{"file": f.path, "size": _human(f.size), "lfs": "LFS" if f.lfs else "",
+                 "remote": "same (skipped)" if f.on_remote else "send"} for f in pre.files]
+        say(f"{result.target}:\n" + table(rows, ["file", "size", "lfs", "remote"]))
+        say(f"  to send: {_human(pre.bytes_to_send)}")
+    if result.error:
+        say(f"Error: {result.error}")
+    elif result.published is not None:
+        pub = result.published
+        state = f"commit {pub.commit[:12]}" if pub.changed else "unchanged, no new commit"
+        say(f"{result.target}: {pub.url} ({state}; sent {_human(pub.bytes_sent)} in {pub.files_sent} files)")
+    elif dry_run:
+        say(f"{result.target}: ready (dry run, nothing sent)")

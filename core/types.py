@@ -103,11 +103,28 @@ class TrainPlan:
     command: list[str]
     env: dict[str, str] = field(default_factory=dict)
     dataset: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Checkpoint:
+    """One saved training state: ``iter_N.pth`` as a file or a DeepSpeed folder."""
+
+    step: int
+    path: Path
+    kind: str                       # "file" or "deepspeed"
+    complete: bool
+    size: int = 0
 
 
 @runtime_checkable
 class Trainer(Protocol):
-    """Plans, launches (detached) and follows a training run in a run folder."""
+    """Plans, launches (detached), follows, stops and resumes a training run in a run folder.
+
+    ``status`` reads the run folder only (log, metrics, checkpoints), so it tells the
+    truth after the process that launched the run is gone.
+    """
 
     name: str
     description: str
@@ -118,6 +135,12 @@ class Trainer(Protocol):
     def launch(self, plan: TrainPlan) -> int: ...
 
     def status(self, run_dir: Path) -> dict[str, Any]: ...
+
+    def stop(self, run_dir: Path, timeout: float = 30.0) -> dict[str, Any]: ...
+
+    def resume(self, run_dir: Path) -> TrainPlan: ...
+
+    def checkpoints(self, run_dir: Path) -> list[Checkpoint]: ...
 
 
 # ---------------------------------------------------------------- conversion
@@ -216,7 +239,7 @@ class Publisher(Protocol):
 # ---------------------------------------------------------------- chat
 @dataclass
 class GenerationSettings:
-    """Sampling settings shared by every chat backend."""
+    """Sampling settings shared by every chat backend (``temperature`` 0 means greedy decoding)."""
 
     temperature: float = 0.7
     top_p: float = 0.8
@@ -225,7 +248,7 @@ class GenerationSettings:
 
 @dataclass
 class Turn:
-    """One user or assistant turn; user turns may carry images."""
+    """One ``user`` or ``assistant`` turn; user turns may carry images (paths, in order)."""
 
     role: str
     text: str
@@ -233,7 +256,11 @@ class Turn:
 
 
 class ChatSession(Protocol):
-    """A live conversation with one model."""
+    """A live conversation with one model (a loaded worker, a started server or an endpoint).
+
+    ``reply`` gets the whole history, ending with the new user turn, and yields the
+    answer in chunks as they are generated; the caller keeps the history.
+    """
 
     def reply(self, history: Sequence[Turn], settings: GenerationSettings) -> Iterator[str]: ...
 
@@ -242,7 +269,11 @@ class ChatSession(Protocol):
 
 @runtime_checkable
 class ChatBackend(Protocol):
-    """Opens chat sessions on a model folder or endpoint."""
+    """Opens chat sessions on a model folder or an endpoint's model name.
+
+    ``missing()`` returns None when the backend can run here, otherwise one line
+    saying why not and how to fix it (shown by the CLI and the Chat page).
+    """
 
     name: str
     description: str

@@ -41,6 +41,12 @@ if [ "$want_test" = "--test" ]; then
   if ! .venv/bin/vlhub env check train --json | .venv/bin/python -c 'import json,sys; sys.exit(0 if json.load(sys.stdin)[0]["ready"] else 1)'; then
     .venv/bin/vlhub env create train
   fi
+  # A CPU torch + transformers 5.x interpreter, to check the tiny model's remote code on both majors.
+  t5=${VLHUB_ENVS_DIR:-$HOME/.vlhub/envs}/t5check/venv
+  if ! "$t5/bin/python" -c 'import torch, transformers, safetensors, PIL' 2>/dev/null; then
+    "$python" -m venv "$t5"
+    "$t5/bin/python" -m pip install -q torch==2.13.0 "transformers>=5" safetensors pillow numpy
+  fi
 else
   .venv/bin/python -m pip install -q -e .
 fi

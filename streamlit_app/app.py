@@ -11,6 +11,11 @@ with st.sidebar:
 
 PAGES = [
     st.Page("views/home.py", title=t("nav.home"), default=True),
+    st.Page("views/data.py", title=t("stage.data")),
+    st.Page("views/train.py", title=t("stage.train")),
+    st.Page("views/convert.py", title=t("stage.convert")),
+    st.Page("views/chat.py", title=t("chat.nav")),
+    st.Page("views/publish.py", title=t("stage.publish")),
     st.Page("views/environment.py", title=t("nav.plugins")),
 ]
 st.navigation(PAGES).run()

@@ -6,6 +6,7 @@ from typing import Any
 import streamlit as st
 
 from vlhub.core import plugins, stage
+from vlhub.core.home import envs_dir
 from vlhub.core.secrets import TOKEN_ENV, find_token
 
 
@@ -16,11 +17,20 @@ def plugin_report() -> dict[str, Any]:
 
 
 @st.cache_data(ttl=10, show_spinner=False)
-def env_report() -> list[dict[str, Any]]:
-    """``vlhub env check --json`` as data."""
+def _env_report(envs: str) -> list[dict[str, Any]]:
     return [stage.check(name).public() for name in stage.STAGES]
+
+
+def env_report() -> list[dict[str, Any]]:
+    """``vlhub env check --json`` as data (cached a few seconds per environments folder)."""
+    return _env_report(str(envs_dir()))
 
 
 def token_report() -> dict[str, dict[str, Any]]:
     """Whether a token is found per hub, never the token."""
     return {hub: find_token(hub).public() for hub in TOKEN_ENV}
+
+
+def forget_envs() -> None:
+    """Drop the cached environment report (after an environment changed)."""
+    _env_report.clear()

@@ -22,6 +22,11 @@ def lang() -> str:
     return st.session_state.get("lang", "en")
 
 
+def known(key: str) -> bool:
+    """Whether the catalogue has ``key`` (for strings that exist only for some plugins)."""
+    return key in catalogue("en")
+
+
 def t(key: str, **fields: object) -> str:
     """The string for ``key`` in the current language (English, then the key, as fallbacks)."""
     text = catalogue(lang()).get(key) or catalogue("en").get(key) or key

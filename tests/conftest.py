@@ -11,6 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 #: Stage environments are big; tests share the cached ones (created by `make test`).
 SHARED_ENVS = Path(os.environ.get("VLHUB_ENVS_DIR") or Path.home() / ".vlhub" / "envs").resolve()
+os.environ["VLHUB_ENVS_DIR"] = str(SHARED_ENVS)  # also for module-scoped fixtures, built before `isolated`
 TOKEN_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "MODELSCOPE_API_TOKEN", "OPENXLAB_TOKEN",
               "VLHUB_GIT_TOKEN", "OPENAI_API_KEY", "OPENAI_BASE_URL", "HF_ENDPOINT", "VLHUB_LOAD_PLUGINS")
 
@@ -46,6 +47,18 @@ def run_vlhub(*args: str, env: dict[str, str] | None = None, check: bool = False
     if check and proc.returncode != 0:
         raise AssertionError(f"vlhub {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}")
     return proc
+
+
+#: A CPU torch + transformers 5.x interpreter (what LMDeploy's side runs), to check remote code on both majors.
+T5_PYTHON = SHARED_ENVS / "t5check" / "venv" / "bin" / "python"
+
+
+def t5_python() -> Path:
+    """The transformers-5 check environment's Python; a clear failure (never a skip) when absent."""
+    if not T5_PYTHON.exists():
+        pytest.fail(f"the transformers-5 check environment is missing ({T5_PYTHON}): run `make test` "
+                    "(scripts/setup.sh --test creates it)")
+    return T5_PYTHON
 
 
 def train_python() -> Path:

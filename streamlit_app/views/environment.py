@@ -1,20 +1,55 @@
-"""Plugins & environment: plugin list and failures, stage environments, hub logins."""
+"""Plugins & environment: stage environments (create or adopt, with progress), hub logins, plugins, docs."""
 from __future__ import annotations
+
+from pathlib import Path
 
 import streamlit as st
 
-from vlhub.streamlit_app.state import env_report, plugin_report, token_report
+from vlhub.core import stage
+from vlhub.core.errors import VlhubError
+from vlhub.streamlit_app import jobs
+from vlhub.streamlit_app.state import env_report, forget_envs, plugin_report, token_report
 from vlhub.streamlit_app.text import t
+from vlhub.streamlit_app.widgets import follow
 
-st.title(t("nav.plugins"))
-st.subheader(t("home.envs"))
-for env in env_report():
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+def env_box(env: dict) -> None:
+    name = env["name"]
     with st.container(border=True):
-        st.markdown(f"**{env['name']}** — {t('env.ready') if env['ready'] else t('env.missing', missing=', '.join(env['missing']))}")
+        state = t("env.ready") if env["ready"] else t("env.missing", missing=", ".join(env["missing"]))
+        st.markdown(f"**{name}** — {state}")
+        st.caption(t("env.python", python=env["python"] or "—", gpu=env["gpu"] or t("env.no_gpu")))
         if env["versions"]:
             st.table({k: [v or "—"] for k, v in env["versions"].items()})
         if env["fix"]:
             st.info(t("env.fix", fix=env["fix"]))
+        job = jobs.latest("env.create", name=name)
+        running = job is not None and job.active
+        if st.button(t("env.create", name=name) if not env["ready"] else t("env.repair", name=name),
+                     key=f"env.create.{name}", disabled=running):
+            jobs.start("env.create", {"name": name}, label=t("env.creating", name=name))
+            st.rerun()
+        follow(job)
+        with st.expander(t("env.adopt", name=name)):
+            python = st.text_input(t("env.adopt_python"), key=f"env.adopt.{name}",
+                                   placeholder="~/miniconda3/envs/xtuner-env/bin/python").strip()
+            if st.button(t("env.adopt_button"), key=f"env.adopt_button.{name}") and python:
+                try:
+                    stage.adopt(name, python)
+                except VlhubError as exc:
+                    st.error(exc.one_line())
+                else:
+                    forget_envs()
+                    st.rerun()
+
+
+st.title(t("nav.plugins"))
+st.subheader(t("home.envs"))
+st.caption(t("env.explain"))
+for env in env_report():
+    env_box(env)
 
 st.subheader(t("tokens.heading"))
 for hub, info in token_report().items():
@@ -22,7 +57,12 @@ for hub, info in token_report().items():
 
 st.subheader(t("home.plugins"))
 report = plugin_report()
-st.json(report["plugins"], expanded=False)
+st.dataframe([{"plugin": p["name"], "version": p["version"], "builtin": p["builtin"],
+               "registered": "; ".join(f"{k}: {', '.join(v)}" for k, v in p["registered"].items())}
+              for p in report["plugins"]], hide_index=True)
 for failure in report["failures"]:
     st.error(f"{failure['plugin']} ({failure['stage']}): {failure['error']}")
-st.caption(t("docs.plugins"))
+st.subheader(t("docs.heading"))
+st.markdown(t("docs.plugins"))
+for page in sorted(DOCS.glob("*.md")):
+    st.markdown(f"- `{page}`")

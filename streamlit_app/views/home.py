@@ -1,21 +1,45 @@
-"""Home: the pipeline, loaded plugins and stage environment status."""
+"""Home: the pipeline stepper for the selected run, what to do next, environments and plugins."""
 from __future__ import annotations
 
 import streamlit as st
 
+from vlhub.core import runs
+from vlhub.streamlit_app import pipeline
 from vlhub.streamlit_app.state import env_report, plugin_report
 from vlhub.streamlit_app.text import t
 
+ICONS = {"done": "✅", "running": "⏳", "failed": "❌", "stopped": "⏸️", "ready": "🟢", "todo": "⚪"}
+
+
+def stepper(plan: list[pipeline.Step]) -> None:
+    for n, (col, step) in enumerate(zip(st.columns(len(plan)), plan), start=1):
+        with col.container(border=True):
+            st.markdown(f"**{n}. {t('stage.' + step.stage)}**")
+            st.markdown(f"{ICONS[step.status]} {t('step.' + step.status)}")
+            if step.detail:
+                st.caption(step.detail)
+
+
 st.title(t("home.heading"))
 st.subheader(t("home.pipeline"))
-cols = st.columns(5)
-for col, stage_key in zip(cols, ["data", "train", "convert", "chat", "publish"]):
-    col.markdown(f"**{t('stage.' + stage_key)}**")
+train_runs = {r.id: r for r in runs.list_runs("train")}
+run = None
+if train_runs:
+    chosen = st.selectbox(t("home.run"), list(train_runs), key="home.run",
+                          format_func=lambda i: f"{i} ({train_runs[i].status})")
+    run = train_runs[chosen]
+else:
+    st.caption(t("home.no_runs"))
+plan = pipeline.steps(run)
+stepper(plan)
+st.info(t("home.next", action=t(pipeline.next_action(plan))))
 
 st.subheader(t("home.envs"))
 for env in env_report():
     state = t("env.ready") if env["ready"] else t("env.missing", missing=", ".join(env["missing"]))
     st.markdown(f"- **{env['name']}**: {state}")
+    if not env["ready"]:
+        st.caption(t("env.fix", fix=env["fix"]))
 
 report = plugin_report()
 st.subheader(t("home.plugins"))

@@ -1,0 +1,71 @@
+"""The ``lmdeploy`` chat backend: LMDeploy's ``api_server`` in the serve env, spoken to as an OpenAI endpoint.
+
+vlhub starts the server through :mod:`workers/chat_lmdeploy` (TurboMind or the
+PyTorch engine, tensor parallel, session length), waits for its health check and
+then talks to it with the ``openai`` backend's session: streaming and several
+images in any turn come with it. The launcher never imports lmdeploy.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterator, Mapping, Sequence
+
+from vlhub.core import stage
+from vlhub.core.types import GenerationSettings, Option, Turn
+
+from .common import model_folder
+from .openai_backend import OpenAISession
+from .worker import WorkerProcess
+
+
+class LMDeploySession:
+    """The server's worker plus an OpenAI session on it."""
+
+    def __init__(self, worker: WorkerProcess) -> None:
+        self.worker = worker
+        self.info = worker.wait_for("ready")
+        self.client = OpenAISession(self.info["base_url"], self.info["model"])
+
+    def reply(self, history: Sequence[Turn], settings: GenerationSettings) -> Iterator[str]:
+        return self.client.reply(history, settings)
+
+    def close(self) -> None:
+        self.client.close()
+        self.worker.close(timeout=90)
+
+
+class LMDeployBackend:
+    name = "lmdeploy"
+    description = "LMDeploy api_server (TurboMind or PyTorch engine) in the serve env; needs an NVIDIA GPU."
+    options = (
+        Option("engine", "turbomind (falls back to pytorch when unsupported) or pytorch.",
+               choices=("turbomind", "pytorch"), default="turbomind"),
+        Option("tp", "Tensor parallel: GPUs per model.", int, default=1),
+        Option("session_len", "Longest conversation in tokens (default: the model's).", int),
+        Option("max_batch_size", "Concurrent sequences (a chat needs few; sizes the CUDA graphs).", int, default=8),
+        Option("cache_max_entry_count", "Share of free GPU memory for the KV cache (two models can share a GPU).",
+               float, default=0.4),
+    )
+
+    def missing(self) -> str | None:
+        if stage.python_for("serve") is None:
+            return ("the serve stage environment (LMDeploy) is not installed: run `vlhub env create serve`, "
+                    "or use --backend transformers (CPU)")
+        if stage.gpu_summary() is None:
+            return "LMDeploy needs an NVIDIA GPU and none is visible: use --backend transformers (CPU) or openai"
+        return None
+
+    def open(self, model: str, options: Mapping[str, Any]) -> LMDeploySession:
+        folder = model_folder(model)
+        args = [str(folder), "--model-name", folder.name, "--engine", options.get("engine") or "turbomind",
+                "--tp", str(int(options.get("tp") or 1))]
+        if options.get("session_len"):
+            args += ["--session-len", str(int(options["session_len"]))]
+        for name in ("max_batch_size", "cache_max_entry_count"):
+            if options.get(name):
+                args += [f"--{name.replace('_', '-')}", str(options[name])]
+        worker = WorkerProcess(stage.require("serve"), "chat_lmdeploy", args)
+        try:
+            return LMDeploySession(worker)
+        except BaseException:
+            worker.close()
+            raise

@@ -1,0 +1,82 @@
+"""The ``transformers`` chat backend: the model folder's own ``chat`` code, on CPU or GPU.
+
+Runs :mod:`workers/chat_transformers` in whichever stage environment is installed
+(serve first, then train); slow on CPU but needs no GPU.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+from vlhub.core import stage
+from vlhub.core.errors import BadInput
+from vlhub.core.types import GenerationSettings, Option, Turn
+
+from .common import model_folder, turns_payload
+from .worker import WorkerProcess
+
+
+def _stage_python(choice: str) -> Path | None:
+    names = (choice,) if choice else ("serve", "train")
+    return next((p for p in map(stage.python_for, names) if p is not None), None)
+
+
+class TransformersSession:
+    """One worker process holding the model; ``last`` says what the model was given in the last turn."""
+
+    def __init__(self, worker: WorkerProcess) -> None:
+        self.worker = worker
+        self.info = worker.wait_for("ready")
+        self.last: dict[str, Any] = {}
+
+    def reply(self, history: Sequence[Turn], settings: GenerationSettings) -> Iterator[str]:
+        self.worker.send({"op": "reply", "history": turns_payload(history), "settings": asdict(settings)})
+        events = self.worker.events()
+        try:
+            for message in events:
+                if message["event"] == "done":
+                    self.last = message
+                    return
+                if message["event"] == "chunk":
+                    yield message["text"]
+        except GeneratorExit:  # the caller stopped reading: let the answer finish so the next turn starts clean
+            next(m for m in events if m["event"] == "done")
+            raise
+
+    def close(self) -> None:
+        self.worker.close()
+
+
+class TransformersBackend:
+    name = "transformers"
+    description = "The model folder's own chat code through transformers (CPU or GPU, in a stage env)."
+    options = (
+        Option("env", "Stage environment to run in (default: serve if installed, else train).",
+               choices=("serve", "train"), default=""),
+        Option("device", "auto, cpu or cuda.", choices=("auto", "cpu", "cuda"), default="auto"),
+        Option("max_tiles", "Most 448px tiles per image (default: the model's max_dynamic_patch).", int),
+    )
+
+    def missing(self) -> str | None:
+        if _stage_python("") is None:
+            return ("no stage environment is installed (transformers runs in serve or train): "
+                    "run `vlhub env create train` or `vlhub env use train --python PATH`")
+        return None
+
+    def open(self, model: str, options: Mapping[str, Any]) -> TransformersSession:
+        folder = model_folder(model)
+        env = options.get("env") or ""
+        python = _stage_python(env)
+        if python is None:
+            raise BadInput(f"the {env or 'serve/train'} stage environment is not installed",
+                           f"run `vlhub env create {env or 'train'}`")
+        args = [str(folder), "--device", options.get("device") or "auto"]
+        if options.get("max_tiles"):
+            args += ["--max-tiles", str(int(options["max_tiles"]))]
+        worker = WorkerProcess(python, "chat_transformers", args)
+        try:
+            return TransformersSession(worker)
+        except BaseException:
+            worker.close()
+            raise

@@ -1,0 +1,110 @@
+"""LLaVA-style JSON / JSONL (and ShareGPT/OpenAI ``messages`` records), and CLoT_cn_2000.
+
+Both read a list of records, convert ``messages`` chats to LLaVA turns, validate,
+optionally sample N usable records, and split by image (no image in two splits).
+CLoT is the same format with a fixed layout: ``ex_cn.json`` + ``ex_images/``.
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any, Mapping
+
+from vlhub.core.errors import BadInput
+from vlhub.core.types import Option, PreparedData, Problem, ProgressCallback
+
+from . import prepared
+from .options import resolve
+from .records import read_records, record_images, to_llava
+from .split import split
+from .validate import Item, validate
+
+COMMON_OPTIONS = (
+    Option("sample", "Keep N usable records, chosen at random with the seed (0: all).", int, 0),
+    Option("val_fraction", "Share of records kept for validation (whole images).", float, 0.0),
+    Option("seed", "Seed of the sample and the split.", int, 0),
+)
+
+
+def load_items(path: Path) -> tuple[list[Item], list[Problem]]:
+    """The records of ``path`` as items grouped by image, and the records that are neither shape."""
+    items, rejected = [], []
+    for index, raw in enumerate(read_records(path)):
+        try:
+            record = to_llava(raw, index)
+        except ValueError as exc:
+            rejected.append(Problem(index, str(exc), f"{path.name}: record"))
+            continue
+        groups = [f"img:{r}" for r in record_images(record) if isinstance(r, str)]
+        items.append(Item(record, index, path.name, groups))
+    return items, rejected
+
+
+def build(name: str, source: Path, data_file: Path, image_root: Path, out: Path, opts: Mapping[str, Any],
+          progress: ProgressCallback | None) -> PreparedData:
+    """Validate, sample, split and write one LLaVA-style file."""
+    if not 0 <= opts["val_fraction"] < 1:
+        raise BadInput(f"val_fraction={opts['val_fraction']} is outside [0, 1)", "use e.g. 0.1")
+    if opts["sample"] < 0:
+        raise BadInput(f"sample={opts['sample']} is negative", "give a count of records, or 0 for all")
+    for given in (source, image_root):
+        prepared.check_out(given, out, bool(opts.get("force")))
+    items, rejected = load_items(data_file)
+    checked = validate(items, image_root, progress, rejected)
+    usable = checked.items
+    if opts["sample"] and opts["sample"] < len(usable):
+        keep = sorted(random.Random(opts["seed"]).sample(range(len(usable)), opts["sample"]))
+        usable = [usable[i] for i in keep]
+    parts = split(usable, opts["val_fraction"], opts["seed"])
+    return prepared.finish(out, dataset=name, source=source, image_root=image_root, validation=checked,
+                           split=parts, options=opts, progress=progress)
+
+
+class LlavaJson:
+    name = "llava-json"
+    description = "Any LLaVA-style JSON/JSONL, or ShareGPT/OpenAI `messages` records, converted to LLaVA."
+    options = (
+        Option("file", "The JSON/JSONL file inside --source (when --source is a folder).", str, ""),
+        Option("image_root", "Folder the image paths are relative to (default: the file's folder).", str, ""),
+        *COMMON_OPTIONS,
+    )
+
+    def prepare(self, source: Path, out: Path, options: Mapping[str, Any],
+                progress: ProgressCallback | None = None) -> PreparedData:
+        opts = resolve(self.options, options)
+        data_file = _data_file(Path(source).resolve(), opts["file"])
+        image_root = Path(opts["image_root"]).resolve() if opts["image_root"] else data_file.parent
+        if not image_root.is_dir():
+            raise BadInput(f"image_root {image_root} is not a folder", "pass --opt image_root=DIR")
+        return build(self.name, data_file, data_file, image_root, out, opts, progress)
+
+
+def _data_file(source: Path, name: str) -> Path:
+    if source.is_file():
+        return source
+    if not source.is_dir():
+        raise BadInput(f"{source} does not exist", "give the JSON/JSONL file or its folder as --source")
+    if name:
+        return source / name
+    found = sorted(p for p in source.iterdir() if p.suffix in (".json", ".jsonl") and p.is_file())
+    if len(found) != 1:
+        listed = ", ".join(p.name for p in found) or "none"
+        raise BadInput(f"{source} holds {len(found)} JSON/JSONL files ({listed})",
+                       "pass the file itself as --source, or --opt file=NAME")
+    return found[0]
+
+
+class Clot:
+    name = "clot"
+    description = "CLoT_cn_2000 (ex_cn.json + ex_images/): validate, sample N, write LLaVA data."
+    options = COMMON_OPTIONS
+
+    def prepare(self, source: Path, out: Path, options: Mapping[str, Any],
+                progress: ProgressCallback | None = None) -> PreparedData:
+        opts = resolve(self.options, options)
+        source = Path(source).resolve()
+        data_file = source / "ex_cn.json"
+        if not data_file.is_file():
+            raise BadInput(f"{source} has no ex_cn.json",
+                           "give the CLoT_cn_2000 folder (ex_cn.json + ex_images/) as --source")
+        return build(self.name, source, data_file, source, out, opts, progress)

@@ -1,0 +1,36 @@
+"""Checks shared by every publisher: the folder's contents, repository names, the keyword rule."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Mapping
+
+from vlhub.core.errors import BadInput
+
+from . import folder as fld
+
+_PART = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?$")
+
+
+def local_problems(folder: Path, files: list[fld.LocalFile], repo_id: str,
+                   options: Mapping[str, Any]) -> tuple[list[str], dict[str, Any]]:
+    """Problems found without the network, and what was checked."""
+    problems, checks = fld.check_contents(folder, files)
+    keyword = options.get("require_keyword")
+    if keyword:
+        name = repo_id.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git")
+        checks["keyword"] = keyword
+        if keyword.lower() not in name.lower():
+            problems.append(f"the repository name {name!r} does not contain {keyword!r} (--require-keyword)")
+    return problems, dict(checks)
+
+
+def split_repo_id(hub: str, repo_id: str, example: str) -> tuple[str, str]:
+    """``OWNER/NAME`` with letters, digits, ``-``, ``_`` and ``.``; a clear error otherwise."""
+    parts = repo_id.split("/")
+    if len(parts) != 2 or not all(_PART.match(p) for p in parts) or ".." in repo_id or "--" in repo_id \
+            or repo_id.endswith(".git"):
+        raise BadInput(f"{hub}: {repo_id!r} is not a valid repository name",
+                       f"use OWNER/NAME with letters, digits, '-', '_' or '.', not starting or ending with "
+                       f"'-' or '.', e.g. {hub}:{example}")
+    return parts[0], parts[1]

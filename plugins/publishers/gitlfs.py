@@ -1,0 +1,354 @@
+"""The one git + Git LFS engine behind every ``--via git`` publish (hf, modelscope, openxlab, git).
+
+The model folder is staged in place: a separate ``GIT_DIR`` under ``$VLHUB_HOME/publish/``
+(one per folder + remote) has the model folder as its work tree, so nothing is copied and
+nothing is written into the folder; the staging's index and hash cache make a re-publish
+incremental. Weights never enter git as blobs: each LFS file is hashed once (streamed, in
+parallel with the upload of the ones already hashed), linked into the staging's LFS store
+and sent by ``git lfs push``; its pointer goes into the index. Small files go through
+``git add``. The commit is pushed by ``git push``, whose git-lfs pre-push hook checks once
+more that every object is on the server.
+
+Credentials reach git and git-lfs only through a credential helper that reads them from
+the child's environment: never in a URL, argv, the staging's config, or an error message.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from vlhub.core.errors import BadInput, MissingDependency, VlhubError
+from vlhub.core.home import vlhub_home
+from vlhub.core.secrets import redact, remember
+
+from . import folder as fld
+
+if TYPE_CHECKING:
+    import git
+
+_HELPER = ('!f() { test "$1" = get || exit 0; echo "username=${VLHUB_GIT_USERNAME}"; '
+           'echo "password=${VLHUB_GIT_PASSWORD}"; }; f')
+#: Staging dirs set up by this process (a preflight then a publish set up once).
+_READY: set[Path] = set()
+_STALE_LOCKS = ("index.lock", "config.lock", "HEAD.lock", "packed-refs.lock", "shallow.lock")
+
+
+@dataclass(frozen=True)
+class Remote:
+    """A git remote: ``url`` holds no credentials; ``token`` is passed through the environment only."""
+
+    url: str
+    username: str = ""
+    token: str = field(default="", repr=False)
+    default_branch: str = "main"
+
+
+def check_url(url: str) -> str:
+    """A remote URL without credentials in it, or a clear error."""
+    parts = urlsplit(url)
+    if parts.scheme in ("http", "https"):
+        if not parts.hostname:
+            raise BadInput(f"{url!r} is not a git remote URL", "use https://HOST/OWNER/NAME.git")
+        if parts.password:
+            remember(parts.password)
+            raise BadInput("the remote URL contains a password or token",
+                           "remove it from the URL and set VLHUB_GIT_TOKEN (or the hub's token variable) instead")
+        return url
+    if parts.scheme in ("file", "ssh") or (not parts.scheme and (url.startswith("/") or "@" in url)):
+        return url
+    raise BadInput(f"{url!r} is not a git remote URL", "use https://HOST/OWNER/NAME.git, ssh:// or file://")
+
+
+def require_tools() -> None:
+    """git and git-lfs must be installed."""
+    for tool, fix in (("git", "install git (apt-get install git)"),
+                      ("git-lfs", "install Git LFS (apt-get install git-lfs), then run `git lfs install`")):
+        if not shutil.which(tool):
+            raise MissingDependency(f"{tool} is not installed", fix)
+
+
+@dataclass
+class RemoteState:
+    """What the remote branch holds: its head commit and tree entries ``path -> (blob sha, lfs oid)``."""
+
+    branch: str
+    head: str | None = None
+    entries: dict[str, tuple[str, str | None]] = field(default_factory=dict)
+
+    @property
+    def oids(self) -> set[str]:
+        return {oid for _, oid in self.entries.values() if oid}
+
+
+class Stage:
+    """A staging ``GIT_DIR`` for one model folder and one remote."""
+
+    def __init__(self, folder: Path, remote: Remote) -> None:
+        require_tools()
+        self.folder = Path(folder).resolve()
+        self.remote = replace(remote, url=check_url(remote.url))
+        remember(remote.token)
+        key = hashlib.sha256(f"{self.folder}\n{self.remote.url}".encode()).hexdigest()[:16]
+        self.dir = vlhub_home() / "publish" / key
+        self.git_dir = self.dir / "git"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._git: git.Git | None = None
+
+    # ------------------------------------------------------------ plumbing
+    def env(self) -> dict[str, str]:
+        """The environment of every git and git-lfs child (credentials only as variables)."""
+        env = {"GIT_DIR": str(self.git_dir), "GIT_WORK_TREE": str(self.folder), "GIT_TERMINAL_PROMPT": "0",
+               "GIT_LFS_SKIP_SMUDGE": "1", "GIT_LITERAL_PATHSPECS": "1", "GCM_INTERACTIVE": "never",
+               "GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "credential.helper", "GIT_CONFIG_VALUE_0": ""}
+        if self.remote.token:
+            env.update({"GIT_CONFIG_COUNT": "2", "GIT_CONFIG_KEY_1": "credential.helper",
+                        "GIT_CONFIG_VALUE_1": _HELPER, "VLHUB_GIT_USERNAME": self.remote.username or "vlhub",
+                        "VLHUB_GIT_PASSWORD": self.remote.token})
+        return env
+
+    @property
+    def git(self) -> "git.Git":
+        if self._git is None:
+            import git
+
+            self._git = git.Git(str(self.dir))
+            self._git.update_environment(**self.env())
+            for name in ("GIT_ASKPASS", "SSH_ASKPASS", "GIT_TRACE", "GIT_CURL_VERBOSE", "GIT_TRACE_CURL"):
+                self._git.update_environment(**{name: None})
+        return self._git
+
+    def run(self, *args: str, stdin: bytes | None = None, what: str = "") -> str:
+        """Run ``git ARGS`` in the staging; failures become one redacted line."""
+        import git
+
+        try:
+            if stdin is None:
+                return self.git.execute(["git", *args], strip_newline_in_stdout=False)
+            with tempfile.TemporaryFile() as handle:
+                handle.write(stdin)
+                handle.seek(0)
+                return self.git.execute(["git", *args], istream=handle, strip_newline_in_stdout=False)
+        except git.GitCommandError as exc:
+            raise git_error(what or f"git {args[0]}", exc.stderr or str(exc), self.remote.url) from None
+
+    def setup(self) -> None:
+        """Create (or repair) the staging repository; remove locks a killed run left."""
+        if self.git_dir in _READY:
+            return
+        if not (self.git_dir / "HEAD").is_file():
+            import git
+
+            git.Repo.init(self.git_dir, bare=True, mkdir=True)
+            self.run("config", "core.bare", "false")
+        for name in _STALE_LOCKS:
+            (self.git_dir / name).unlink(missing_ok=True)
+        self.run("lfs", "install", "--local", "--skip-smudge")
+        for key, value in (("lfs.locksverify", "false"), ("core.autocrlf", "false"), ("gc.auto", "0"),
+                           ("lfs.concurrenttransfers", "4")):
+            self.run("config", key, value)
+        remotes = self.run("remote").split()
+        self.run("remote", "set-url" if "origin" in remotes else "add", "origin", self.remote.url)
+        info = self.git_dir / "info"
+        info.mkdir(exist_ok=True)
+        (info / "exclude").write_text("".join(f"/{d}/\n" for d in sorted(fld.SKIP_DIRS)) +
+                                      "".join(f"{n}\n" for n in sorted(fld.SKIP_FILES)))
+        shutil.rmtree(self.git_dir / "lfs" / "objects", ignore_errors=True)
+        _READY.add(self.git_dir)
+
+    # ------------------------------------------------------------ remote
+    def remote_state(self) -> RemoteState:
+        """Ask the remote for its branches (checks URL and token), fetch the branch, read its tree."""
+        out = self.run("ls-remote", "--symref", "origin", "HEAD", "refs/heads/*", what="reading the remote")
+        refs: dict[str, str] = {}
+        branch = None
+        for line in out.splitlines():
+            left, _, name = line.partition("\t")
+            if left.startswith("ref: ") and name == "HEAD":
+                branch = left[5:].removeprefix("refs/heads/")
+            else:
+                refs[name] = left
+        if branch is None or f"refs/heads/{branch}" not in refs:
+            branch = self.remote.default_branch if f"refs/heads/{self.remote.default_branch}" in refs or not refs \
+                else sorted(refs)[0].removeprefix("refs/heads/")
+        state = RemoteState(branch, refs.get(f"refs/heads/{branch}"))
+        if state.head:
+            self.run("fetch", "-q", "--no-tags", "origin", f"+refs/heads/{branch}:refs/remotes/origin/{branch}",
+                     what="fetching the remote")
+            state.entries = self._tree_entries(state.head)
+        return state
+
+    def _tree_entries(self, commit: str) -> dict[str, tuple[str, str | None]]:
+        entries: dict[str, tuple[str, str | None]] = {}
+        small: list[tuple[str, str]] = []
+        for line in self.run("ls-tree", "-r", "-l", "-z", commit).split("\0"):
+            if not line:
+                continue
+            meta, _, path = line.partition("\t")
+            _mode, kind, sha, size = meta.split()
+            if kind == "blob":
+                entries[path] = (sha, None)
+                if size.isdigit() and int(size) < 1024:
+                    small.append((path, sha))
+        if small:
+            data = self._cat_blobs([sha for _, sha in small])
+            for path, sha in small:
+                pointer = fld.parse_pointer(data[sha])
+                if pointer:
+                    entries[path] = (sha, pointer[0])
+        return entries
+
+    def _cat_blobs(self, shas: list[str]) -> dict[str, bytes]:
+        """Contents of small blobs, in one ``git cat-file --batch``."""
+        import subprocess
+
+        proc = subprocess.run(["git", "cat-file", "--batch"], input="".join(f"{s}\n" for s in shas).encode(),
+                              capture_output=True, env={**os.environ, **self.env()}, check=True)
+        out, pos, result = proc.stdout, 0, {}
+        for sha in shas:
+            header_end = out.index(b"\n", pos)
+            size = int(out[pos:header_end].split()[2])
+            result[sha] = out[header_end + 1:header_end + 1 + size]
+            pos = header_end + 1 + size + 1
+        return result
+
+    def read_remote(self, state: RemoteState, path: str) -> bytes | None:
+        """A small file of the remote branch, or ``None``."""
+        entry = state.entries.get(path)
+        return self._cat_blobs([entry[0]])[entry[0]] if entry and not entry[1] else None
+
+    # ------------------------------------------------------------ attributes
+    def lfs_paths(self, files: list[fld.LocalFile]) -> tuple[set[str], bytes]:
+        """Which files git-lfs tracks (our rules plus the user's .gitattributes) and the .gitattributes to commit."""
+        ours = [f"{p} filter=lfs diff=lfs merge=lfs -text" for p in fld.LFS_PATTERNS]
+        ours += [f"/{_attr_path(f.path)} filter=lfs diff=lfs merge=lfs -text"
+                 for f in files if f.lfs and not fld.is_lfs(f.path, 0)]
+        (self.git_dir / "info" / "attributes").write_text("\n".join(ours) + "\n")
+        user = self.folder / ".gitattributes"
+        lines = user.read_text(encoding="utf-8").splitlines() if user.is_file() else []
+        committed = "\n".join(lines + [line for line in ours if line not in lines]) + "\n"
+        out = self.run("check-attr", "--stdin", "-z", "filter", stdin="".join(f"{f.path}\0" for f in files).encode())
+        parts = out.split("\0")
+        lfs = {parts[i] for i in range(0, len(parts) - 2, 3) if parts[i + 2] == "lfs"}
+        return lfs, committed.encode()
+
+    # ------------------------------------------------------------ commit
+    def build_tree(self, state: RemoteState, regular: list[str], pointers: dict[str, bytes],
+                   extras: dict[str, bytes]) -> str:
+        """The index = remote tree + the folder's files + generated files; returns the tree id."""
+        self.run("symbolic-ref", "HEAD", f"refs/heads/{state.branch}")
+        if state.head:  # read-tree, not reset: a refresh would run the LFS clean filter over the weights
+            self.run("update-ref", f"refs/heads/{state.branch}", state.head)
+            self.run("read-tree", state.head)
+        else:
+            self.run("read-tree", "--empty")
+        if regular:
+            self.run("add", "-f", "--pathspec-from-file=-", "--pathspec-file-nul",
+                     stdin="".join(f"{p}\0" for p in regular).encode(), what="git add")
+        blobs = {**pointers, **extras}
+        if blobs:
+            ids = self.run("hash-object", "-w", "--no-filters", "--stdin-paths",
+                           stdin=self._blob_files(blobs)).split()
+            records = "".join(f"100644 {sha}\t{path}\0" for path, sha in zip(blobs, ids))
+            self.run("update-index", "-z", "--index-info", stdin=records.encode())
+        tree = self.run("write-tree").strip()
+        self._refuse_big_blobs(tree)
+        return tree
+
+    def _blob_files(self, blobs: dict[str, bytes]) -> bytes:
+        """Write generated contents to temp files for ``hash-object --stdin-paths``; returns the path list."""
+        tmp = self.dir / "blobs"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        paths = []
+        for i, data in enumerate(blobs.values()):
+            (tmp / str(i)).write_bytes(data)
+            paths.append(str(tmp / str(i)))
+        return "".join(f"{p}\n" for p in paths).encode()
+
+    def _refuse_big_blobs(self, tree: str) -> None:
+        for line in self.run("ls-tree", "-r", "-l", "-z", tree).split("\0"):
+            meta, _, path = line.partition("\t")
+            fields = meta.split()
+            if len(fields) == 4 and fields[3].isdigit() and int(fields[3]) > fld.BIG_FILE:
+                raise VlhubError(f"{path} would be committed as a plain git blob ({fields[3]} bytes), not through LFS",
+                                 "report this bug; nothing was pushed")
+
+    def commit(self, state: RemoteState, tree: str, message: str) -> str | None:
+        """A new commit on top of the remote head, or ``None`` when the tree is unchanged."""
+        if state.head and self.run("rev-parse", f"{state.head}^{{tree}}").strip() == tree:
+            return None
+        args = ["commit-tree", tree, "-m", message]
+        if state.head:
+            args += ["-p", state.head]
+        commit = self.run(*args, what="git commit").strip()
+        self.run("update-ref", f"refs/heads/{state.branch}", commit)
+        self.run("symbolic-ref", "HEAD", f"refs/heads/{state.branch}")
+        return commit
+
+    def push(self, state: RemoteState, commit: str) -> None:
+        """Push the commit; git-lfs's pre-push hook makes sure every LFS object is on the server."""
+        self.run("push", "-q", "origin", f"{commit}:refs/heads/{state.branch}", what="git push")
+        self.run("update-ref", f"refs/remotes/origin/{state.branch}", commit)
+
+    def changed_paths(self, state: RemoteState, commit: str) -> list[str]:
+        if not state.head:
+            return [p for p in self.run("ls-tree", "-r", "--name-only", "-z", commit).split("\0") if p]
+        return [p for p in self.run("diff-tree", "-r", "--name-only", "-z", state.head, commit).split("\0") if p]
+
+    def commit_author(self) -> dict[str, str]:
+        """Author and committer for the staging's commits: the user's git identity, else ``vlhub``."""
+        env = {}
+        for var, key in (("NAME", "user.name"), ("EMAIL", "user.email")):
+            try:
+                value = self.run("config", key).strip()
+            except VlhubError:
+                value = ""
+            value = value or ("vlhub" if var == "NAME" else "vlhub@localhost")
+            env[f"GIT_AUTHOR_{var}"] = env[f"GIT_COMMITTER_{var}"] = value
+        return env
+
+    def cleanup(self) -> None:
+        """Drop the links into the model folder once the objects are on the server."""
+        shutil.rmtree(self.git_dir / "lfs" / "objects", ignore_errors=True)
+        shutil.rmtree(self.dir / "blobs", ignore_errors=True)
+        for log in self.dir.glob("lfs-progress-*.log"):
+            log.unlink(missing_ok=True)
+
+
+def _attr_path(path: str) -> str:
+    """A path as a .gitattributes pattern (spaces and specials escaped)."""
+    return "".join(f"[{c}]" if c in " *?[]\\#!" else c for c in path)
+
+
+def git_error(what: str, stderr: str, url: str) -> VlhubError:
+    """One clear, redacted line for a failed git command."""
+    import re
+
+    text = redact(" ".join(str(stderr).split()))
+    low = text.lower()
+    where = redact(url)
+    if "pre-receive hook declined" in low or "[remote rejected]" in low:
+        return VlhubError(f"{what}: {where} refused the push ({text[-300:]})",
+                          "read the server's message; a size limit means a file bypassed LFS")
+    if re.search(r"authentication failed|\b40[13]\b|could not read (username|password)|invalid credentials"
+                 r"|unauthorized|forbidden", low):
+        return VlhubError(f"{what}: {where} rejected the credentials ({text[-200:]})",
+                          "check the token variable (`vlhub doctor` shows which one is found) and its write access")
+    if re.search(r"not found|\b404\b|does not appear to be a git repository", low):
+        return VlhubError(f"{what}: no repository at {where} ({text[-200:]})",
+                          "create the repository on the server first, or check the URL")
+    return VlhubError(f"{what} failed for {where}: {text[-300:]}", "rerun with --debug; rerunning resumes")
+
+
+def lfs_env(stage: Stage) -> dict[str, Any]:
+    """The full environment for a git-lfs child started outside GitPython."""
+    env = {**os.environ, **stage.env()}
+    for name in ("GIT_ASKPASS", "SSH_ASKPASS", "GIT_TRACE", "GIT_CURL_VERBOSE", "GIT_TRACE_CURL"):
+        env.pop(name, None)
+    return env

@@ -1,0 +1,133 @@
+"""Preflight and publish of a model folder to one git + LFS remote (every ``--via git`` path)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from filelock import FileLock
+
+from vlhub.core.types import PlannedFile, Preflight, Progress, ProgressCallback, Published
+
+from . import card
+from . import folder as fld
+from .checks import local_problems
+from .gitlfs import Remote, RemoteState, Stage
+
+
+@dataclass
+class GitJob:
+    """One folder to one remote; ``repo_id`` names the model in its card, ``web_url`` is shown to the user."""
+
+    label: str
+    folder: Path
+    remote: Remote
+    repo_id: str
+    web_url: str
+    modelscope: bool = False
+
+
+@dataclass
+class _Plan:
+    state: RemoteState
+    files: list[fld.LocalFile]
+    extras: dict[str, bytes]
+    planned: list[PlannedFile]
+
+
+#: Remote state read by this process's preflight, reused by the publish that follows it.
+_SEEN: dict[Path, RemoteState] = {}
+
+
+def _plan(stage: Stage, job: GitJob, options: Mapping[str, Any], hash_all: bool,
+          progress: Callable[[int], None] | None = None) -> _Plan:
+    state = _SEEN.pop(stage.git_dir, None) or stage.remote_state()
+    files = fld.scan(stage.folder)
+    lfs, attributes = stage.lfs_paths(files)
+    files = [replace(f, lfs=f.path in lfs) for f in files]
+    names = {f.path for f in files}
+    extras = card.extra_files(stage.folder, names, job.repo_id, stage.read_remote(state, "README.md"),
+                              bool(options.get("overwrite_card")), job.modelscope)
+    extras[".gitattributes"] = attributes
+    cache = fld.HashCache(stage.dir / "hashes.json")
+    planned = []
+    for f in files:
+        if f.path in extras:
+            continue
+        remote = state.entries.get(f.path)
+        if f.lfs:
+            oid = cache.get(f)
+            if oid is None and hash_all:
+                oid = fld.sha256_file(stage.folder / f.path, progress)
+                cache.put(f, oid)
+            same = oid is not None and remote is not None and remote[1] == oid
+        else:
+            same = remote is not None and remote[0] == fld.git_blob_sha((stage.folder / f.path).read_bytes())
+        planned.append(PlannedFile(f.path, f.size, f.lfs, same))
+    if hash_all:
+        cache.save()
+    for path, data in sorted(extras.items()):
+        remote = state.entries.get(path)
+        planned.append(PlannedFile(path, len(data), False, remote is not None and remote[0] == fld.git_blob_sha(data)))
+    return _Plan(state, files, extras, planned)
+
+
+def preflight(job: GitJob, options: Mapping[str, Any], progress: ProgressCallback | None = None) -> Preflight:
+    """What would be sent; hashes uncached weights only for a dry run (the real publish overlaps it with the upload)."""
+    stage = Stage(job.folder, job.remote)
+    files = fld.scan(stage.folder)
+    problems, checks = local_problems(stage.folder, files, job.repo_id, options)
+    checks["remote"] = job.web_url
+    if problems:
+        return Preflight(job.label, [PlannedFile(f.path, f.size, f.lfs) for f in files],
+                         sum(f.size for f in files), problems, checks)
+    hash_all = bool(options.get("dry_run"))
+    total = sum(f.size for f in files if f.lfs)
+    done = [0]
+
+    def hashed(n: int) -> None:
+        done[0] += n
+        if progress:
+            progress(Progress(f"{job.label}: hash", done[0], total, "B"))
+
+    with FileLock(str(stage.dir / "lock")):
+        stage.setup()
+        plan = _plan(stage, job, options, hash_all, hashed)
+        _SEEN[stage.git_dir] = plan.state
+    checks.update(branch=plan.state.branch, remote_head=plan.state.head or "", token_accepted=True)
+    return Preflight(job.label, plan.planned, sum(p.size for p in plan.planned if not p.on_remote), [], checks)
+
+
+def publish(job: GitJob, options: Mapping[str, Any], progress: ProgressCallback | None = None) -> Published:
+    """Send the folder: LFS objects first (hash and upload overlapped), then one commit, then ``git push``."""
+    from . import lfsupload
+
+    stage = Stage(job.folder, job.remote)
+    with FileLock(str(stage.dir / "lock")):
+        stage.setup()
+        plan = _plan(stage, job, options, hash_all=False)
+        cache = fld.HashCache(stage.dir / "hashes.json")
+
+        def report(kind: str, done: int, total: int) -> None:
+            if progress:
+                progress(Progress(f"{job.label}: {kind}", done, total, "B"))
+
+        lfs_files = [f for f in plan.files if f.lfs and f.path not in plan.extras]
+        sent = lfsupload.send(stage, lfs_files, cache, plan.state.oids, report)
+        pointers = {f.path: fld.lfs_pointer(sent.oids[f.path], f.size) for f in lfs_files}
+        regular = [f.path for f in plan.files if not f.lfs and f.path not in plan.extras]
+        tree = stage.build_tree(plan.state, regular, pointers, plan.extras)
+        stage.git.update_environment(**stage.commit_author())
+        message = options.get("message") or "Upload model with vlhub"
+        commit = stage.commit(plan.state, tree, str(message))
+        if commit is None:
+            stage.cleanup()
+            return Published(job.label, job.web_url, plan.state.head or "", sent.bytes_sent, 0, changed=False)
+        changed = stage.changed_paths(plan.state, commit)
+        if progress:
+            progress(Progress(f"{job.label}: push", 0, None, "", f"git push ({len(changed)} files)"))
+        stage.push(plan.state, commit)
+        stage.cleanup()
+        regular_bytes = sum(len(plan.extras[p]) if p in plan.extras else (stage.folder / p).stat().st_size
+                            for p in changed if p not in pointers)
+        return Published(job.label, job.web_url, commit, sent.bytes_sent + regular_bytes, len(changed))

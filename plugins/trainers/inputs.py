@@ -1,0 +1,155 @@
+"""Checks of the model folder and the prepared data that need no heavy import.
+
+They run in the launcher before anything is generated, so a missing file, a template
+that does not fit the model or data without images is a one-line error at once.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vlhub.core.errors import BadInput
+
+#: LLM architectures xtuner 0.2.0's InternVL_V1_5_Dataset accepts, and their prompt template.
+TEMPLATE_FOR_ARCH = {"InternLM2ForCausalLM": "internlm2_chat", "Phi3ForCausalLM": "phi3_chat"}
+
+
+@dataclass
+class ModelInfo:
+    """What the trainer needs to know about an InternVL2-format model folder."""
+
+    path: Path
+    architecture: str
+    llm_type: str
+    template: str
+    tile_tokens: int                # image tokens per 448x448 tile
+    max_tiles: int                  # max_dynamic_patch + thumbnail
+
+    @property
+    def max_image_tokens(self) -> int:
+        return self.tile_tokens * self.max_tiles
+
+
+@dataclass
+class DataInfo:
+    """The training JSON, its image root and what a quick look at the records found."""
+
+    file: Path
+    image_root: Path
+    records: int
+    with_image: int
+    missing_images: list[str] = field(default_factory=list)
+
+
+def _read_json(path: Path, flag: str) -> Any:
+    try:
+        if path.suffix == ".jsonl":
+            return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise BadInput(f"{flag} {path}: cannot read JSON ({exc})", "fix the file or prepare the data again "
+                       "with `vlhub data prepare`") from None
+
+
+def check_model(model: Path) -> ModelInfo:
+    """The model folder's config, remote code, tokenizer and weights, or a BadInput naming what is missing."""
+    model = Path(model).expanduser().resolve()
+    fix = "give --model an InternVL2 folder (config.json, remote code, tokenizer, weights)"
+    if not model.is_dir():
+        raise BadInput(f"--model {model}: no such folder", fix)
+    config = model / "config.json"
+    if not config.is_file():
+        raise BadInput(f"--model {model}: no config.json", fix)
+    cfg = _read_json(config, "--model")
+    llm = cfg.get("llm_config") or {}
+    vision = cfg.get("vision_config") or {}
+    if not llm or not vision:
+        raise BadInput(f"--model {model}: config.json has no llm_config/vision_config (not an InternVL model)", fix)
+    missing = [f"{ref.split('.')[0]}.py" for ref in (cfg.get("auto_map") or {}).values()
+               if not (model / f"{ref.split('.')[0]}.py").is_file()]
+    if not cfg.get("auto_map"):
+        missing.append("auto_map in config.json (remote code)")
+    if not (model / "tokenizer_config.json").is_file():
+        missing.append("tokenizer_config.json")
+    if not any((model / name).is_file() for name in ("tokenizer.model", "tokenizer.json")):
+        missing.append("tokenizer.model or tokenizer.json")
+    index = next((p for p in (model / "model.safetensors.index.json", model / "pytorch_model.bin.index.json")
+                  if p.is_file()), None)
+    if index is not None:
+        shards = set((_read_json(index, "--model").get("weight_map") or {}).values())
+        missing += sorted(s for s in shards if not (model / s).is_file())
+    elif not any(model.glob("*.safetensors")) and not any(model.glob("*.bin")):
+        missing.append("weights (*.safetensors or *.bin)")
+    if missing:
+        raise BadInput(f"--model {model}: missing {', '.join(missing)}", "copy the complete model folder "
+                       "(a download may have stopped half-way)")
+    arch = (llm.get("architectures") or ["?"])[0]
+    if arch not in TEMPLATE_FOR_ARCH:
+        raise BadInput(f"--model {model}: its LLM is {arch}; xtuner 0.2.0 trains InternVL with "
+                       f"{' or '.join(TEMPLATE_FOR_ARCH)} only", "use an InternVL2 model with an InternLM2 or Phi-3 LLM "
+                       "(e.g. InternVL2-2B, -4B, -8B, -26B)")
+    tile = int(cfg.get("force_image_size") or vision.get("image_size") or 448)
+    patch = int(vision.get("patch_size") or 14)
+    ratio = float(cfg.get("downsample_ratio") or 0.5)
+    tiles = int(cfg.get("max_dynamic_patch") or 12) + int(bool(cfg.get("use_thumbnail")))
+    return ModelInfo(model, arch, str(llm.get("model_type", "")), TEMPLATE_FOR_ARCH[arch],
+                     int((tile // patch) ** 2 * ratio ** 2), tiles)
+
+
+def check_template(info: ModelInfo, template: str | None) -> str:
+    """The prompt template to use: the given one if it fits the model, else an error."""
+    if template is None or template == info.template:
+        return info.template
+    raise BadInput(f"--template {template} does not fit the model ({info.architecture} chats in "
+                   f"{info.template})", f"use --template {info.template}, or leave --template out")
+
+
+def _data_file(data: Path) -> tuple[Path, Path | None]:
+    """The training JSON in ``data`` (a prepared folder or a JSON file) and the image root it names."""
+    if data.is_file():
+        return data, None
+    prepared = data / "prepared.json"
+    if prepared.is_file():
+        meta = _read_json(prepared, "--data")
+        files = meta.get("files") or {}
+        train = files.get("train") or meta.get("train")
+        root = meta.get("image_root")
+        if train:
+            train_path = Path(train) if Path(train).is_absolute() else data / train
+            return train_path, (Path(root) if root and Path(root).is_absolute() else data / root if root else None)
+    for name in ("train.json", "train.jsonl"):
+        if (data / name).is_file():
+            return data / name, None
+    raise BadInput(f"--data {data}: no prepared.json or train.json there",
+                   "prepare the data first (`vlhub data prepare SOURCE OUT`) and give --data OUT")
+
+
+def check_data(data: Path, image_root: str | None = None) -> DataInfo:
+    """The training records: readable, LLaVA-style, with images that exist."""
+    data = Path(data).expanduser().resolve()
+    if not data.exists():
+        raise BadInput(f"--data {data}: no such file or folder", "give --data the prepared data folder")
+    file, root = _data_file(data)
+    if not file.is_file():
+        raise BadInput(f"--data {data}: {file} is missing", "prepare the data again with `vlhub data prepare`")
+    root = Path(image_root).expanduser().resolve() if image_root else (root or file.parent).resolve()
+    records = _read_json(file, "--data")
+    if not isinstance(records, list) or not records:
+        raise BadInput(f"--data {file}: no records (expected a JSON list)", "prepare the data again")
+    bad = next((i for i, r in enumerate(records)
+                if not isinstance(r, dict) or not isinstance(r.get("conversations"), list)), None)
+    if bad is not None:
+        raise BadInput(f"--data {file}: record {bad} has no `conversations` list (not LLaVA-style)",
+                       "prepare the data with `vlhub data prepare`, which writes LLaVA-style records")
+    images = [r["image"] for r in records if r.get("image")]
+    if not images:
+        raise BadInput(f"--data {file}: none of the {len(records)} records has an image",
+                       "InternVL fine-tuning needs image records: add an `image` field to each record")
+    names = [i[0] if isinstance(i, list) else i for i in images]
+    missing = [n for n in names if not (root / n).is_file()]
+    if len(missing) == len(names):
+        raise BadInput(f"--data {file}: no image found under {root} (e.g. {names[0]})",
+                       "give --image-root the folder the image paths are relative to")
+    return DataInfo(file, root, len(records), len(images), missing)

@@ -1,0 +1,205 @@
+"""The xtuner trainer's settings: the option list (CLI flags, form fields) and their validation.
+
+Every check here is cheap and runs in the launcher; an error names the flag and the fix.
+"""
+from __future__ import annotations
+
+import shlex
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+from vlhub.core.errors import BadInput
+from vlhub.core.types import Option
+
+METHODS = ("lora", "qlora", "full")
+DEEPSPEED = ("zero1", "zero2", "zero3", "zero3_offload", "none")
+TEMPLATES = ("internlm2_chat", "phi3_chat")
+
+OPTIONS: tuple[Option, ...] = (
+    Option("method", "lora (LLM adapters), qlora (4-bit LLM + adapters, needs bitsandbytes) or full",
+           str, "lora", METHODS),
+    Option("template", "xtuner prompt template (default: the one that fits the model)", str, None, TEMPLATES),
+    Option("max_length", "maximum tokens per sample, image tokens included", int, 4096),
+    Option("batch_size", "samples per GPU per step", int, 4),
+    Option("grad_accum", "gradient accumulation steps", int, 4),
+    Option("epochs", "passes over the data", int, 1),
+    Option("max_iters", "stop after this many iterations instead of --epochs", int, None),
+    Option("lr", "peak learning rate", float, 4e-5),
+    Option("warmup_ratio", "share of the schedule used for linear warm-up", float, 0.03),
+    Option("weight_decay", "AdamW weight decay", float, 0.05),
+    Option("max_norm", "gradient clipping norm", float, 1.0),
+    Option("save_steps", "save a checkpoint every N iterations", int, 500),
+    Option("save_limit", "keep at most N checkpoints (-1: all)", int, 2),
+    Option("lora_r", "LoRA rank on the LLM", int, 128),
+    Option("lora_alpha", "LoRA alpha on the LLM", int, 256),
+    Option("lora_dropout", "LoRA dropout on the LLM", float, 0.05),
+    Option("vit_lora_r", "LoRA rank on the vision encoder (0: no ViT LoRA)", int, 0),
+    Option("vit_lora_alpha", "LoRA alpha on the vision encoder", int, 16),
+    Option("freeze_llm", "freeze the LLM's own weights (default: yes, except for full)", bool, None),
+    Option("freeze_vit", "freeze the vision encoder's own weights", bool, True),
+    Option("deepspeed", "DeepSpeed ZeRO stage, or none", str, "zero2", DEEPSPEED),
+    Option("gpus", "GPUs on this machine (NPROC_PER_NODE)", int, 1),
+    Option("nnodes", "machines taking part (NNODES)", int, 1),
+    Option("node_rank", "this machine's rank, 0 on the main one (NODE_RANK)", int, 0),
+    Option("master_addr", "address of the rank-0 machine (ADDR)", str, "127.0.0.1"),
+    Option("master_port", "port on the rank-0 machine (PORT)", int, 29500),
+    Option("eval_prompt", "prompt to answer about --eval-image during training (repeatable)", list, ()),
+    Option("eval_image", "image for the evaluation prompts", str, None),
+    Option("eval_every", "sample outputs every N iterations (default: --save-steps)", int, None),
+    Option("image_root", "folder the data's image paths are relative to (default: from the data)", str, None),
+    Option("workers", "dataloader worker processes", int, 2),
+    Option("seed", "random seed", int, 42),
+    Option("log_interval", "log every N iterations", int, 10),
+    Option("check_step", "before launching, also build the model on the CPU, run one training step and "
+                         "answer one sample prompt (slow for big models)", bool, False),
+    Option("launch_command", "replace `xtuner train ...` by this command line ({config}, {work_dir}, "
+                             "{run_dir} are filled in); for wrappers such as srun, and for tests", str, None),
+)
+
+
+@dataclass
+class Settings:
+    """Validated settings; ``None`` fields fall back to model- or method-dependent defaults."""
+
+    method: str = "lora"
+    template: str | None = None
+    max_length: int = 4096
+    batch_size: int = 4
+    grad_accum: int = 4
+    epochs: int = 1
+    max_iters: int | None = None
+    lr: float = 4e-5
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.05
+    max_norm: float = 1.0
+    save_steps: int = 500
+    save_limit: int = 2
+    lora_r: int = 128
+    lora_alpha: int = 256
+    lora_dropout: float = 0.05
+    vit_lora_r: int = 0
+    vit_lora_alpha: int = 16
+    freeze_llm: bool | None = None
+    freeze_vit: bool = True
+    deepspeed: str = "zero2"
+    gpus: int = 1
+    nnodes: int = 1
+    node_rank: int = 0
+    master_addr: str = "127.0.0.1"
+    master_port: int = 29500
+    eval_prompt: list[str] = field(default_factory=list)
+    eval_image: str | None = None
+    eval_every: int | None = None
+    image_root: str | None = None
+    workers: int = 2
+    seed: int = 42
+    log_interval: int = 10
+    check_step: bool = False
+    launch_command: str | None = None
+
+    @property
+    def llm_frozen(self) -> bool:
+        return self.method != "full" if self.freeze_llm is None else self.freeze_llm
+
+    @property
+    def world_size(self) -> int:
+        return self.gpus * self.nnodes
+
+    def public(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+KINDS = {int: "whole number", float: "number", bool: "yes/no value"}
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _coerce(opt: Option, value: Any) -> Any:
+    if value is None:
+        return None
+    try:
+        if opt.type is bool:
+            if isinstance(value, str):
+                if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                    raise ValueError(value)
+                return value.lower() in ("1", "true", "yes")
+            return bool(value)
+        if opt.type is list:
+            return [value] if isinstance(value, str) else [str(v) for v in value]
+        return opt.type(value)
+    except (TypeError, ValueError):
+        kind = KINDS.get(opt.type, opt.type.__name__)
+        raise BadInput(f"{_flag(opt.name)} {value!r} is not a valid {kind}", f"give {_flag(opt.name)} a {kind}") from None
+
+
+def _positive(s: Settings, *names: str, minimum: float = 1) -> None:
+    for name in names:
+        value = getattr(s, name)
+        if value is not None and value < minimum:
+            raise BadInput(f"{_flag(name)} {value} is too small", f"use {_flag(name)} {minimum} or more")
+
+
+def parse(options: Mapping[str, Any]) -> Settings:
+    """Settings from a mapping of option names (CLI flags or form fields), checked."""
+    known = {opt.name: opt for opt in OPTIONS}
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise BadInput(f"unknown training option {unknown[0]!r}",
+                       f"use one of: {', '.join(sorted(known))}")
+    values = {name: _coerce(known[name], v) for name, v in options.items() if v is not None}
+    for name, value in values.items():
+        choices = known[name].choices
+        if choices and value not in choices:
+            raise BadInput(f"{_flag(name)} {value!r} is not one of {', '.join(choices)}",
+                           f"use {_flag(name)} {choices[0]}")
+    s = Settings(**values)
+    _positive(s, "max_length", "batch_size", "grad_accum", "epochs", "max_iters", "save_steps", "lora_r",
+              "lora_alpha", "gpus", "nnodes", "log_interval", "eval_every")
+    _positive(s, "workers", "node_rank", "vit_lora_r", minimum=0)
+    for name in ("lr", "warmup_ratio", "weight_decay", "max_norm", "lora_dropout"):
+        if getattr(s, name) < 0:
+            raise BadInput(f"{_flag(name)} {getattr(s, name)} is negative", f"give {_flag(name)} a value >= 0")
+    if s.lr == 0:
+        raise BadInput("--lr 0 trains nothing", "use e.g. --lr 4e-5")
+    if s.warmup_ratio >= 1 or s.lora_dropout >= 1:
+        raise BadInput("--warmup-ratio and --lora-dropout must be below 1", "use e.g. --warmup-ratio 0.03")
+    if s.save_limit == 0 or s.save_limit < -1:
+        raise BadInput(f"--save-limit {s.save_limit} keeps no checkpoint", "use --save-limit 1 or more (-1: all)")
+    if s.node_rank >= s.nnodes:
+        raise BadInput(f"--node-rank {s.node_rank} needs --nnodes {s.node_rank + 1} or more",
+                       f"give each machine a --node-rank from 0 to {s.nnodes - 1}")
+    if s.nnodes > 1 and s.master_addr in ("127.0.0.1", "localhost"):
+        raise BadInput("--nnodes > 1 needs the rank-0 machine's address",
+                       "add --master-addr IP (the same on every machine)")
+    if not 0 < s.master_port < 65536:
+        raise BadInput(f"--master-port {s.master_port} is not a port", "use e.g. --master-port 29500")
+    if s.method == "full" and s.llm_frozen and s.freeze_vit:
+        raise BadInput("--method full with --freeze-llm and --freeze-vit trains only the projector",
+                       "drop --freeze-llm, or use --method lora")
+    if s.method != "full" and s.freeze_llm is False:
+        raise BadInput(f"--method {s.method} keeps the LLM frozen (its adapters train)",
+                       "drop --no-freeze-llm, or use --method full")
+    if s.method == "qlora" and s.deepspeed == "zero3_offload":
+        raise BadInput("--method qlora cannot offload 4-bit weights (--deepspeed zero3_offload)",
+                       "use --deepspeed zero2 or zero3 with qlora")
+    if s.eval_prompt and not s.eval_image:
+        raise BadInput("--eval-prompt needs --eval-image", "add --eval-image PATH (a picture to ask about)")
+    if s.eval_image:
+        image = Path(s.eval_image).expanduser()
+        if not image.is_file():
+            raise BadInput(f"--eval-image {s.eval_image}: no such file", "give the path of an image file")
+        s.eval_image = str(image.resolve())
+        if not s.eval_prompt:
+            s.eval_prompt = ["Describe this image."]
+    if s.launch_command is not None and not shlex.split(s.launch_command):
+        raise BadInput("--launch-command is empty", "give a command line, or drop --launch-command")
+    return s
+
+
+def from_public(data: Mapping[str, Any]) -> Settings:
+    """Settings back from :meth:`Settings.public` (as stored in run.json)."""
+    names = {f.name for f in fields(Settings)}
+    return Settings(**{k: v for k, v in data.items() if k in names})

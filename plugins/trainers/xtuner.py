@@ -1,0 +1,186 @@
+"""The ``xtuner`` trainer: InternVL2 fine-tuning with ``xtuner train`` and DeepSpeed.
+
+``plan`` checks the inputs, writes ``config.py`` (+ the model class in ``code/``) into the run
+folder and builds the dataset on the CPU in the train stage env (one worker call);
+``launch`` starts the detached supervisor; ``status``/``stop``/``resume``/``checkpoints``
+work from the run folder alone.
+"""
+from __future__ import annotations
+
+import math
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import psutil
+
+from vlhub.core import stage
+from vlhub.core.errors import BadInput, MissingDependency
+from vlhub.core.fsutil import atomic_write_text
+from vlhub.core.lifecycle import ACTIVE
+from vlhub.core.runs import load_run
+from vlhub.core.types import Checkpoint, TrainPlan, to_dict
+
+from . import inputs, launch_spec, run_files, xtuner_config
+from .checkpoints import last_complete, list_checkpoints
+from .processes import same_process, start_detached, terminate_tree
+from .settings import OPTIONS, Settings, from_public, parse
+from .xtuner_log import parse_file
+
+
+def _batch_fits(s: Settings, samples: int, model: inputs.ModelInfo) -> None:
+    """Batch and length settings that cannot work, as errors naming the flags."""
+    per_step = s.batch_size * s.grad_accum * s.world_size
+    if samples < per_step:
+        raise BadInput(f"--batch-size {s.batch_size} x --grad-accum {s.grad_accum} x {s.world_size} GPU(s) = "
+                       f"{per_step} samples per optimizer step, but the data has {samples}",
+                       "lower --batch-size or --grad-accum, or add data")
+    if s.max_length <= model.tile_tokens:
+        raise BadInput(f"--max-length {s.max_length} cannot hold one image ({model.tile_tokens} tokens per tile)",
+                       f"use --max-length {model.max_image_tokens + 512} or more")
+
+
+def iterations(s: Settings, samples: int) -> int:
+    """Dataloader iterations of the run (what ``Iter(train) [i/N]`` counts)."""
+    return s.max_iters or s.epochs * math.ceil(samples / (s.batch_size * s.world_size))
+
+
+class XtunerTrainer:
+    """InternVL2 LoRA / QLoRA / full fine-tuning with xtuner 0.2.0 + DeepSpeed, detached."""
+
+    name = "xtuner"
+    description = "InternVL2 fine-tuning with xtuner train + DeepSpeed (LoRA, QLoRA, full)"
+    options = OPTIONS
+
+    # ------------------------------------------------------------ planning
+    def plan(self, model: Path, data: Path, options: Mapping[str, Any], run_dir: Path) -> TrainPlan:
+        s = parse(options)
+        info = inputs.check_model(model)
+        template = inputs.check_template(info, s.template)
+        data_info = inputs.check_data(data, s.image_root)
+        _batch_fits(s, data_info.records - len(data_info.missing_images), info)
+        run_dir = Path(run_dir).resolve()
+        code = run_dir / run_files.CODE
+        code.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(stage.workers_dir() / f"{xtuner_config.MODEL_MODULE}.py", code)
+        config = run_dir / run_files.CONFIG
+        atomic_write_text(config, xtuner_config.render(s, info, data_info, template, run_dir.name))
+        env = launch_spec.environment(s, code, run_dir)
+        report = stage.run_worker("train", "train_inspect",
+                                  [str(config), "--dataset", *(["--step"] if s.check_step else [])],
+                                  extra_env={"PYTHONPATH": str(code)})
+        dataset, machine = report["dataset"], report["environment"]
+        if "step" in report:
+            dataset["step"] = report["step"]
+        if s.method == "qlora" and not machine["bitsandbytes"]:
+            raise MissingDependency("--method qlora needs bitsandbytes in the train environment",
+                                    "install it there (`PYTHON -m pip install bitsandbytes`; it needs a CUDA "
+                                    "build: none exists for CUDA 13), or use --method lora")
+        if dataset["samples"] == 0:
+            raise BadInput(f"--data {data}: xtuner finds no usable sample", "check the image root and the records")
+        _batch_fits(s, dataset["samples"], info)
+        if dataset["over_max_length"] == dataset["samples"]:
+            raise BadInput(f"--max-length {s.max_length}: every sample is longer (median "
+                           f"{dataset['tokens']['median']} tokens)", f"use --max-length {dataset['tokens']['max']}")
+        dataset["iterations"] = iterations(s, dataset["samples"])
+        plan = TrainPlan(run_dir.name, run_dir, config,
+                         launch_spec.command(s, Path(stage.require("train")).parent / "xtuner", config,
+                                             run_dir / run_files.WORK, run_dir),
+                         env, {**dataset, "environment": machine}, {**s.public(), "template": template},
+                         self._warnings(s, dataset, data_info, machine))
+        return plan
+
+    @staticmethod
+    def _warnings(s: Settings, dataset: dict[str, Any], data: inputs.DataInfo, machine: dict[str, Any]) -> list[str]:
+        notes = []
+        if dataset["over_max_length"]:
+            notes.append(f"{dataset['over_max_length']} of {dataset['samples']} samples exceed --max-length "
+                         f"{s.max_length} and will be cut")
+        if data.missing_images:
+            notes.append(f"{len(data.missing_images)} records name a missing image (e.g. {data.missing_images[0]}); "
+                         "xtuner replaces them by other samples")
+        if s.save_steps > dataset["iterations"]:
+            notes.append(f"--save-steps {s.save_steps} > {dataset['iterations']} iterations: only the final "
+                         "checkpoint will be saved")
+        if s.method == "qlora" and not machine["cuda_devices"]:
+            notes.append("QLoRA loads 4-bit weights with bitsandbytes on a CUDA GPU; none is visible here")
+        if not machine["flash_attn"]:
+            notes.append("flash-attn is not installed: the LLM trains with sdpa/eager attention (slower)")
+        return notes
+
+    # ------------------------------------------------------------ running
+    def launch(self, plan: TrainPlan) -> int:
+        run = load_run(plan.run_dir)
+        s = from_public(plan.settings)
+        gpus = plan.dataset.get("environment", {}).get("cuda_devices", 0)
+        if not s.launch_command and gpus < s.gpus:
+            raise BadInput(f"--gpus {s.gpus}: the train environment sees {gpus} CUDA GPU(s); xtuner train "
+                           "cannot train on the CPU", "run on a machine with GPUs (--dry-run checks settings "
+                           "anywhere), or lower --gpus")
+        python = stage.require("train")
+        env = stage.clean_env(plan.env, python)
+        # the plan is recorded first (the supervisor reads its command); the status turns active only
+        # once the pid is known, so `vlhub runs` never sees an active run without a process
+        run.update(plan=to_dict(plan), error=None, rank_errors=None, log_tail=None, ended=None)
+        argv = [sys.executable, "-m", "vlhub.plugins.trainers.supervisor", str(plan.run_dir)]
+        proc = start_detached(argv, env, plan.run_dir, plan.run_dir / "supervisor.log")
+        run.update(status="running", pid=proc.pid, pid_started=proc.create_time(),
+                   started=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        return proc.pid
+
+    def status(self, run_dir: Path) -> dict[str, Any]:
+        """The run's state from its folder; without a live supervisor, the log is read here instead."""
+        run = load_run(run_dir)
+        if same_process(run.data.get("pid"), run.data.get("pid_started")):
+            return {"status": run.status, "progress": run.data.get("progress")}
+        if run.status in ACTIVE:
+            run_files.rebuild_records(run.dir)
+            if same_process(run.data.get("train_pid"), run.data.get("train_pid_started")):
+                return {"status": run.status, "progress": parse_file(run.dir / run_files.LOG).summary()}
+        return run_files.outcome(run.dir, stopping=run.status == "stopping")
+
+    def stop(self, run_dir: Path, timeout: float = 30.0) -> dict[str, Any]:
+        run = load_run(run_dir)
+        if run.status not in ACTIVE:
+            raise BadInput(f"run {run.id} is {run.status}, not running", "`vlhub runs` shows which runs are running")
+        run.update(status="stopping")
+        supervisor = same_process(run.data.get("pid"), run.data.get("pid_started"))
+        deadline = time.monotonic() + 10
+        while supervisor and not load_run(run_dir).data.get("train_pid") and time.monotonic() < deadline:
+            time.sleep(0.2)  # the supervisor is still starting the command
+        run = load_run(run_dir)
+        target = same_process(run.data.get("train_pid"), run.data.get("train_pid_started")) or supervisor
+        if target:
+            terminate_tree(target, timeout)
+        if supervisor:
+            try:
+                supervisor.wait(timeout=15)  # it records the outcome
+            except psutil.TimeoutExpired:
+                terminate_tree(supervisor, 5)
+        run = load_run(run_dir)
+        if run.status == "stopping":
+            run.update(**run_files.outcome(run.dir, stopping=True))
+        return load_run(run_dir).data
+
+    def resume(self, run_dir: Path) -> TrainPlan:
+        run = load_run(run_dir)
+        if run.status in ACTIVE:
+            raise BadInput(f"run {run.id} is still {run.status}", f"stop it first: `vlhub run stop {run.id}`")
+        if "plan" not in run.data:
+            raise BadInput(f"run {run.id} was never planned", "start a new run with `vlhub train`")
+        checkpoint = last_complete(run.dir / run_files.WORK)
+        if checkpoint is None:
+            raise BadInput(f"run {run.id} has no complete checkpoint to resume from",
+                           "start it again with `vlhub train` (or lower --save-steps next time)")
+        stored = run.data["plan"]
+        command = list(stored["command"])
+        if "--resume" in command:
+            del command[command.index("--resume"):command.index("--resume") + 2]
+        return TrainPlan(run.id, run.dir, Path(stored["config"]), [*command, "--resume", str(checkpoint.path)],
+                         stored["env"], stored["dataset"], stored["settings"],
+                         [f"resuming from {checkpoint.path.name} (iteration {checkpoint.step})"])
+
+    def checkpoints(self, run_dir: Path) -> list[Checkpoint]:
+        return list_checkpoints(Path(run_dir) / run_files.WORK)

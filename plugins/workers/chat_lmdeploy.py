@@ -1,0 +1,114 @@
+"""LMDeploy's OpenAI-compatible ``api_server`` for one model folder, kept alive while vlhub holds stdin.
+
+Usage: ``chat_lmdeploy.py MODEL_DIR --model-name NAME [--engine turbomind|pytorch] [--tp N]
+[--session-len N] [--max-batch-size N] [--cache-max-entry-count F] [--timeout S]``.
+
+Starts ``python -m lmdeploy serve api_server`` on a free 127.0.0.1 port (its output in
+a temporary log named in errors), waits until ``/health`` answers 200, prints ``{"event": "ready", "base_url": ..., "model": ...}``, then
+waits for stdin to close and stops the server (dropping its log after a clean stop). Each request runs in the server's
+own event loop, so lmdeploy issue 2101 (several images / turns through
+``pipeline.chat`` in a foreign loop) cannot happen and nothing is patched.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import _protocol
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def server_command(args: argparse.Namespace, port: int) -> list[str]:
+    """The ``lmdeploy serve api_server`` argv for these settings."""
+    from lmdeploy.cli.utils import ArgumentHelper
+
+    cmd = [sys.executable, "-m", "lmdeploy", "serve", "api_server", args.model,
+           "--server-name", "127.0.0.1", "--server-port", str(port), "--backend", args.engine,
+           "--tp", str(args.tp), "--model-name", args.model_name, "--log-level", "WARNING",
+           "--max-batch-size", str(args.max_batch_size), "--cache-max-entry-count", str(args.cache_max_entry_count)]
+    if args.session_len:
+        cmd += ["--session-len", str(args.session_len)]
+    if hasattr(ArgumentHelper, "trust_remote_code"):  # InternVL2 folders carry remote code
+        cmd.append("--trust-remote-code")
+    return cmd
+
+
+def healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def log_tail(log: Path) -> str:
+    lines = [line for line in log.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+    return lines[-1][:300] if lines else "no output"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("model")
+    parser.add_argument("--model-name", required=True)
+    parser.add_argument("--engine", default="turbomind", choices=["turbomind", "pytorch"])
+    parser.add_argument("--tp", type=int, default=1)
+    parser.add_argument("--session-len", type=int, default=None)
+    parser.add_argument("--max-batch-size", type=int, default=8)
+    parser.add_argument("--cache-max-entry-count", type=float, default=0.4)
+    parser.add_argument("--timeout", type=float, default=1800)
+    args = parser.parse_args()
+    try:
+        import lmdeploy
+        import torch
+    except ImportError as exc:
+        _protocol.fail(f"the serve environment cannot import {exc.name}", "run `vlhub env create serve`")
+    if not torch.cuda.is_available():
+        _protocol.fail("LMDeploy needs an NVIDIA GPU and none is visible",
+                       "use --backend transformers (CPU) or run on a GPU machine")
+    if torch.cuda.device_count() < args.tp:
+        _protocol.fail(f"--tp {args.tp} needs {args.tp} GPUs, {torch.cuda.device_count()} visible",
+                       f"use --tp {torch.cuda.device_count()} or fewer")
+    port = free_port()
+    log = Path(tempfile.mkstemp(prefix="vlhub-lmdeploy-server-", suffix=".log")[1])
+    with open(log, "w", encoding="utf-8") as sink:
+        server = subprocess.Popen(server_command(args, port), stdout=sink, stderr=subprocess.STDOUT,
+                                  env=os.environ.copy(), start_new_session=True)
+    started = time.monotonic()
+    while not healthy(port):
+        if server.poll() is not None:
+            _protocol.fail(f"lmdeploy api_server exited ({server.returncode}): {log_tail(log)}",
+                           f"read {log}", code=1)
+        if time.monotonic() - started > args.timeout:
+            os.killpg(server.pid, signal.SIGKILL)
+            _protocol.fail(f"lmdeploy api_server was not ready after {args.timeout:.0f} s", f"read {log}", code=1)
+        _protocol.progress("lmdeploy api_server", time.monotonic() - started, None, "s", "loading")
+        time.sleep(1)
+    print(json.dumps({"event": "ready", "base_url": f"http://127.0.0.1:{port}/v1", "model": args.model_name,
+                      "lmdeploy": lmdeploy.__version__, "log": str(log)}), flush=True)
+    sys.stdin.read()
+    os.killpg(server.pid, signal.SIGTERM)
+    try:
+        server.wait(60)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        return
+    log.unlink(missing_ok=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""Persistent chat worker: an InternVL2 model folder through transformers and its own ``chat`` code.
+
+Usage: ``chat_transformers.py MODEL_DIR [--device auto|cpu|cuda] [--max-tiles N]``.
+
+Speaks JSON lines. Out: ``{"event": "ready", ...}`` once the model is loaded. In:
+``{"op": "reply", "history": [{"role", "text", "images"}], "settings": {...}}``;
+out: ``{"event": "chunk", "text": ...}`` as tokens arrive, then ``{"event": "done", "images",
+"tiles", "earlier_turns"}`` (what the model was given) or ``{"event": "error", "message", "hint",
+"code"}``. End of stdin ends the worker.
+
+Every image of the conversation is sent again with each turn: the user turns
+carry InternVL ``<image>`` placeholders, ``pixel_values`` holds all their tiles in
+order and ``num_patches_list`` says how many tiles each image has.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import traceback
+from pathlib import Path
+from typing import Any
+
+import _protocol
+from chat_images import load_image
+
+
+def emit(event: str, **fields: Any) -> None:
+    sys.stdout.write(json.dumps({"event": event, **fields}, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def question(text: str, images: int) -> str:
+    """A user turn with InternVL's image placeholders (the official multi-image form for several)."""
+    if images == 1:
+        return f"<image>\n{text}"
+    return "".join(f"Image-{i + 1}: <image>\n" for i in range(images)) + text
+
+
+class Chat:
+    """The loaded model, tokenizer and image settings."""
+
+    def __init__(self, folder: Path, device: str, max_tiles: int | None) -> None:
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype = torch.bfloat16 if device == "cuda" else torch.float32
+        self.torch = torch
+        self.model = AutoModel.from_pretrained(str(folder), torch_dtype=dtype, trust_remote_code=True,
+                                               low_cpu_mem_usage=True).eval().to(device)
+        self.tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=True, use_fast=False)
+        config = self.model.config
+        self.image_size = int(getattr(config, "force_image_size", None) or config.vision_config.image_size)
+        dynamic = bool(getattr(config, "dynamic_image_size", True))
+        self.max_tiles = max_tiles or (int(getattr(config, "max_dynamic_patch", 12)) if dynamic else 1)
+        self.thumbnail = bool(getattr(config, "use_thumbnail", True))
+        self.device = device
+
+    def reply(self, history: list[dict[str, Any]], settings: dict[str, Any]) -> dict[str, int]:
+        """Stream the answer to the last user turn of ``history``; return what the model was given."""
+        from transformers import TextIteratorStreamer
+
+        pixels, patches, pairs = [], [], []
+        for turn in history:
+            if turn["role"] == "user":
+                for image in turn.get("images", []):
+                    tensor = load_image(Path(image), self.image_size, self.max_tiles, self.thumbnail)
+                    pixels.append(tensor)
+                    patches.append(tensor.shape[0])
+                pairs.append([question(turn["text"], len(turn.get("images", []))), None])
+            elif pairs:
+                pairs[-1][1] = turn["text"]
+        current = pairs.pop()[0]
+        pixel_values = (self.torch.cat(pixels).to(self.model.device, self.model.dtype) if pixels else None)
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        temperature = float(settings.get("temperature", 0.7))
+        generation = {"max_new_tokens": int(settings.get("max_new_tokens", 512)), "streamer": streamer,
+                      "do_sample": temperature > 0}
+        if temperature > 0:
+            generation.update(temperature=temperature, top_p=float(settings.get("top_p", 0.8)))
+        failure: list[BaseException] = []
+
+        def generate() -> None:
+            try:
+                with self.torch.inference_mode():
+                    self.model.chat(self.tokenizer, pixel_values, current, generation,
+                                    history=[tuple(p) for p in pairs], num_patches_list=patches)
+            except BaseException as exc:  # reported after the stream ends
+                failure.append(exc)
+                streamer.end()
+
+        thread = threading.Thread(target=generate, daemon=True)
+        thread.start()
+        for text in streamer:
+            if text:
+                emit("chunk", text=text)
+        thread.join()
+        if failure:
+            raise failure[0]
+        return {"images": len(patches), "tiles": sum(patches), "earlier_turns": len(pairs)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("model")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--max-tiles", type=int, default=None)
+    args = parser.parse_args()
+    folder = Path(args.model)
+    if not (folder / "config.json").is_file():
+        _protocol.fail(f"{folder}: not a model folder (no config.json)",
+                       "give the folder written by `vlhub convert` (config.json, weights, remote code)")
+    try:
+        chat = Chat(folder, args.device, args.max_tiles)
+    except Exception as exc:
+        traceback.print_exc()
+        _protocol.fail(f"cannot load {folder} with transformers: {type(exc).__name__}: {exc}",
+                       "check that the folder is a complete InternVL2 model (config, weights, *.py)", code=1)
+    emit("ready", device=chat.device, image_size=chat.image_size, max_tiles=chat.max_tiles)
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        request = json.loads(line)
+        try:
+            given = chat.reply(request["history"], request.get("settings", {}))
+        except Exception as exc:
+            traceback.print_exc()
+            emit("error", message=f"generation failed: {type(exc).__name__}: {exc}",
+                 hint="the worker log has the traceback", code=1)
+            continue
+        emit("done", **given)
+
+
+if __name__ == "__main__":
+    main()

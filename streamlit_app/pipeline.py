@@ -1,0 +1,87 @@
+"""Where the selected run stands in data -> train -> convert -> chat -> publish (read from disk only)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from vlhub.core import runs
+from vlhub.core.fsutil import read_json
+from vlhub.core.home import vlhub_home
+from vlhub.core.lifecycle import refresh
+from vlhub.streamlit_app import jobs
+
+STAGES = ("data", "train", "convert", "chat", "publish")
+TRAIN_STATE = {"finished": "done", "running": "running", "starting": "running", "stopping": "running",
+               "failed": "failed", "stopped": "stopped", "planned": "todo", "created": "todo"}
+PROVENANCE = "vlhub_provenance.json"
+
+
+@dataclass
+class Step:
+    """One stage of the pipeline: ``done``, ``running``, ``failed``, ``stopped``, ``ready`` or ``todo``."""
+
+    stage: str
+    status: str
+    detail: str = ""
+
+
+def models_dir() -> Path:
+    """Where the Convert page writes model folders by default."""
+    return vlhub_home() / "models"
+
+
+def latest_model() -> str:
+    """The newest converted model folder (from the launcher's convert jobs, then ``models_dir()``)."""
+    job = jobs.latest("convert")
+    if job is not None and job.status == "done":
+        return job.result["out"]
+    found = sorted(models_dir().glob(f"*/{PROVENANCE}"), key=lambda p: p.stat().st_mtime)
+    return str(found[-1].parent) if found else ""
+
+
+def models_of(run: runs.Run) -> list[Path]:
+    """Converted folders whose provenance names this run."""
+    return [p.parent for p in sorted(models_dir().glob(f"*/{PROVENANCE}"))
+            if ((read_json(p, {}) or {}).get("run") or {}).get("id") == run.id]
+
+
+def _publish_step(models: list[Path]) -> Step:
+    folders = {str(m.resolve()) for m in models}
+    done = [r for r in runs.list_runs("publish") if r.data.get("folder") in folders]
+    if not done:
+        return Step("publish", "todo")
+    last = done[0]
+    return Step("publish", "done" if last.status == "done" else "failed", ", ".join(last.data.get("targets", [])))
+
+
+def steps(run: runs.Run | None) -> list[Step]:
+    """The five steps for a training run (or for no run yet)."""
+    if run is None:
+        prepared = jobs.latest("data.prepare")
+        data_done = prepared is not None and prepared.status == "done"
+        return [Step("data", "done" if data_done else "todo", prepared.result["out"] if data_done else ""),
+                Step("train", "todo"), Step("convert", "todo"), Step("chat", "todo"), Step("publish", "todo")]
+    run = refresh(run)
+    data_ok = (Path(run.data.get("data", "")) / "prepared.json").is_file()
+    progress = run.data.get("progress") or {}
+    train_detail = f"{progress.get('iteration', 0)}/{progress.get('total') or '?'}" if progress else run.status
+    models = models_of(run)
+    return [Step("data", "done" if data_ok else "failed", run.data.get("data", "")),
+            Step("train", TRAIN_STATE.get(run.status, "todo"), train_detail),
+            Step("convert", "done" if models else "todo", models[-1].name if models else ""),
+            Step("chat", "ready" if models else "todo"),
+            _publish_step(models)]
+
+
+def next_action(plan: list[Step]) -> str:
+    """The catalogue key of what to do next."""
+    by = {s.stage: s.status for s in plan}
+    if by["data"] != "done":
+        return "next.data"
+    if by["train"] in ("todo", "failed", "stopped"):
+        return f"next.train_{by['train']}"
+    if by["train"] == "running":
+        return "next.train_running"
+    if by["convert"] != "done":
+        return "next.convert"
+    return "next.done" if by["publish"] == "done" else "next.chat_publish"
