@@ -17,12 +17,12 @@ import stat
 import threading
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, BinaryIO, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, BinaryIO, Iterable, Sequence
 
 from vlhub.core.types import Progress, ProgressCallback
 
 if TYPE_CHECKING:
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import Executor, Future
 
 #: below this many images a pool costs more than it saves
 POOL_MIN = 512
@@ -130,13 +130,19 @@ def _hash_chunk(paths: Sequence[str]) -> list[str]:
     return out
 
 
-def _pool(workers: int) -> ProcessPoolExecutor:
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+def _pool(workers: int) -> Executor:
+    """Forked processes when this process has one thread; threads otherwise.
 
-    # fork is fast, but unsafe in a threaded process (the launcher): spawn there
-    method = "fork" if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method))
+    Forking a threaded process (the launcher) is unsafe, and spawned children re-run
+    the ``__main__`` script (a Streamlit page); Pillow's decoders and hashlib release
+    the GIL, so threads still use several cores there.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+
+    if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
+        return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+    return ThreadPoolExecutor(workers)
 
 
 def default_workers() -> int:
@@ -144,34 +150,78 @@ def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+class Checks:
+    """Image checks started while the caller still reads records, collected by :meth:`result`.
+
+    References given to :meth:`add` are checked in a pool (forked processes work while the
+    caller converts records) once there are enough of them; the rest when the result is
+    asked for. Use it as a context manager so the pool is shut down on errors too.
+    """
+
+    def __init__(self, root: str, workers: int | None = None) -> None:
+        self.root = os.path.realpath(root)
+        self.workers = workers or default_workers()
+        self._seen: dict[str, None] = {}
+        self._pending: list[str] = []
+        self._pool: Executor | None = None
+        self._futures: list[Future[list[ImageInfo]]] = []
+
+    def __enter__(self) -> Checks:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool:
+            self._pool.shutdown(cancel_futures=True)
+
+    def add(self, refs: Iterable[Any]) -> None:
+        """Queue the distinct non-empty string references among ``refs``."""
+        for ref in refs:
+            if isinstance(ref, str) and ref.strip() and ref not in self._seen:
+                self._seen[ref] = None
+                self._pending.append(ref)
+        if len(self._pending) >= CHUNK and (self._pool or self.workers > 1 and len(self._seen) >= POOL_MIN):
+            self._submit()
+
+    def _submit(self) -> None:
+        self._pool = self._pool or _pool(self.workers)
+        self._futures += [self._pool.submit(_check_chunk, self.root, chunk) for chunk in _chunks(self._pending)]
+        self._pending = []
+
+    def result(self, refs: Iterable[str] = (), progress: ProgressCallback | None = None) -> dict[str, ImageInfo]:
+        """Each distinct reference (added, or in ``refs``) checked once; possible duplicates hashed."""
+        self.add(refs)
+        if self._pool and self._pending:
+            self._submit()
+        found: dict[str, ImageInfo] = {}
+        report = progress or (lambda event: None)
+        report(Progress("check images", 0, len(self._seen), "img"))
+        if self._pool:
+            from concurrent.futures import as_completed
+
+            for future in as_completed(self._futures):
+                found.update((i.ref, i) for i in future.result())
+                report(Progress("check images", len(found), len(self._seen), "img"))
+        for chunk in _chunks(self._pending):
+            found.update((i.ref, i) for i in _check_chunk(self.root, chunk))
+            report(Progress("check images", len(found), len(self._seen), "img"))
+        self._pending = []
+        _hash_candidates(found, self._pool)
+        return found
+
+
+def _chunks(refs: list[str]) -> list[list[str]]:
+    return [refs[i:i + CHUNK] for i in range(0, len(refs), CHUNK)]
+
+
 def check_images(root: str, refs: Iterable[str], progress: ProgressCallback | None = None,
                  workers: int | None = None) -> dict[str, ImageInfo]:
     """Check each distinct reference once; hash the files that may be duplicates."""
-    root = os.path.realpath(root)
-    distinct = list(dict.fromkeys(refs))
-    workers = workers or default_workers()
-    chunks = [distinct[i:i + CHUNK] for i in range(0, len(distinct), CHUNK)]
-    found: dict[str, ImageInfo] = {}
-    report = progress or (lambda event: None)
-    report(Progress("check images", 0, len(distinct), "img"))
-    if workers > 1 and len(distinct) >= POOL_MIN:
-        from concurrent.futures import as_completed
-
-        with _pool(workers) as pool:
-            futures = [pool.submit(_check_chunk, root, chunk) for chunk in chunks]
-            for future in as_completed(futures):
-                found.update((i.ref, i) for i in future.result())
-                report(Progress("check images", len(found), len(distinct), "img"))
-            _hash_candidates(found, pool)
-    else:
-        for chunk in chunks:
-            found.update((i.ref, i) for i in _check_chunk(root, chunk))
-            report(Progress("check images", len(found), len(distinct), "img"))
-        _hash_candidates(found, None)
-    return found
+    with Checks(root, workers) as checks:
+        checks.add(refs)
+        return checks.result(progress=progress)
 
 
-def _hash_candidates(found: dict[str, ImageInfo], pool: ProcessPoolExecutor | None) -> None:
+def _hash_candidates(found: dict[str, ImageInfo], pool: Executor | None) -> None:
     """Fill ``sha`` for good images whose size and tail equal another distinct file's."""
     alike: dict[tuple[int, bytes], set[str]] = defaultdict(set)
     for info in found.values():
