@@ -92,14 +92,21 @@ def list_runs(kind: str | None = None) -> list[Run]:
     return sorted(runs, key=lambda r: r.data.get("created", ""), reverse=True)
 
 
-def process_alive(pid: int | None, started: float | None = None) -> bool:
-    """Whether ``pid`` still runs (and is the same process, when its start time is known)."""
+def live_process(pid: int | None, started: float | None = None) -> psutil.Process | None:
+    """The running process ``pid``, if it is the one started at ``started`` (not a reused pid)."""
     if not pid:
-        return False
+        return None
     try:
         proc = psutil.Process(pid)
         if proc.status() == psutil.STATUS_ZOMBIE:
-            return False
-        return started is None or abs(proc.create_time() - started) < 1.0
+            return None
+        if started is not None and abs(proc.create_time() - started) >= 1.0:
+            return None
+        return proc
     except psutil.Error:
-        return False
+        return None
+
+
+def process_alive(pid: int | None, started: float | None = None) -> bool:
+    """Whether ``pid`` still runs (and is the same process, when its start time is known)."""
+    return live_process(pid, started) is not None

@@ -17,21 +17,6 @@ def start_detached(argv: Sequence[str], env: Mapping[str, str], cwd: Path, log: 
     return psutil.Process(proc.pid)
 
 
-def same_process(pid: int | None, started: float | None) -> psutil.Process | None:
-    """The running process ``pid`` if it is the one started at ``started`` (not a reused pid)."""
-    if not pid:
-        return None
-    try:
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return None
-        if started is not None and abs(proc.create_time() - started) >= 1.0:
-            return None
-        return proc
-    except psutil.Error:
-        return None
-
-
 def terminate_tree(root: psutil.Process, timeout: float) -> int:
     """SIGTERM ``root`` and all its descendants (torchrun ranks run in sessions of their own),
     SIGKILL what is left after ``timeout`` seconds; returns how many processes were signalled."""

@@ -20,12 +20,12 @@ from vlhub.core import stage
 from vlhub.core.errors import BadInput, MissingDependency
 from vlhub.core.fsutil import atomic_write_text
 from vlhub.core.lifecycle import ACTIVE
-from vlhub.core.runs import load_run
+from vlhub.core.runs import live_process, load_run
 from vlhub.core.types import Checkpoint, TrainPlan, to_dict
 
 from . import inputs, launch_spec, run_files, xtuner_config
 from .checkpoints import last_complete, list_checkpoints
-from .processes import same_process, start_detached, terminate_tree
+from .processes import start_detached, terminate_tree
 from .settings import OPTIONS, Settings, from_public, parse
 from .xtuner_log import parse_file
 
@@ -133,11 +133,11 @@ class XtunerTrainer:
     def status(self, run_dir: Path) -> dict[str, Any]:
         """The run's state from its folder; without a live supervisor, the log is read here instead."""
         run = load_run(run_dir)
-        if same_process(run.data.get("pid"), run.data.get("pid_started")):
+        if live_process(run.data.get("pid"), run.data.get("pid_started")):
             return {"status": run.status, "progress": run.data.get("progress")}
         if run.status in ACTIVE:
             run_files.rebuild_records(run.dir)
-            if same_process(run.data.get("train_pid"), run.data.get("train_pid_started")):
+            if live_process(run.data.get("train_pid"), run.data.get("train_pid_started")):
                 return {"status": run.status, "progress": parse_file(run.dir / run_files.LOG).summary()}
         return run_files.outcome(run.dir, stopping=run.status == "stopping")
 
@@ -146,12 +146,12 @@ class XtunerTrainer:
         if run.status not in ACTIVE:
             raise BadInput(f"run {run.id} is {run.status}, not running", "`vlhub runs` shows which runs are running")
         run.update(status="stopping")
-        supervisor = same_process(run.data.get("pid"), run.data.get("pid_started"))
+        supervisor = live_process(run.data.get("pid"), run.data.get("pid_started"))
         deadline = time.monotonic() + 10
         while supervisor and not load_run(run_dir).data.get("train_pid") and time.monotonic() < deadline:
             time.sleep(0.2)  # the supervisor is still starting the command
         run = load_run(run_dir)
-        target = same_process(run.data.get("train_pid"), run.data.get("train_pid_started")) or supervisor
+        target = live_process(run.data.get("train_pid"), run.data.get("train_pid_started")) or supervisor
         if target:
             terminate_tree(target, timeout)
         if supervisor:
