@@ -1,6 +1,7 @@
 """Starting the Streamlit launcher as a child process bound to 127.0.0.1 by default."""
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import sys
@@ -41,7 +42,7 @@ def streamlit_command(host: str, port: int) -> list[str]:
             "--server.address", host, "--server.port", str(port), "--server.headless", "true",
             "--server.fileWatcherType", "none", "--server.runOnSave", "false",
             "--server.enableXsrfProtection", "true", "--browser.gatherUsageStats", "false",
-            "--global.developmentMode", "false"]
+            "--global.developmentMode", "false", "--client.toolbarMode", "viewer"]
 
 
 def wait_http(url: str, timeout: float, proc: subprocess.Popen) -> None:
@@ -74,6 +75,7 @@ def launch(host: str, port: int, open_browser: bool, say=print) -> int:
     url = f"http://{shown}:{port}"
     proc = subprocess.Popen(streamlit_command(host, port), env=clean_env(),
                             stdout=subprocess.DEVNULL)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # `kill` stops the server too
     try:
         wait_http(url + "/_stcore/health", 60, proc)
         say(f"vlhub launcher: {url}  (Ctrl-C to stop)")

@@ -11,6 +11,7 @@ command -v git >/dev/null || need_pkgs+=(git)
 git lfs version >/dev/null 2>&1 || need_pkgs+=(git-lfs)
 if [ "$want_test" = "--test" ]; then
   command -v chromium >/dev/null || need_pkgs+=(chromium)
+  [ -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || need_pkgs+=(fonts-wqy-microhei)  # Chinese in screenshots
 fi
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then sudo=""; elif command -v sudo >/dev/null; then sudo="sudo"; else

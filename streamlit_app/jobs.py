@@ -173,7 +173,9 @@ def start(kind: str, args: dict[str, Any], label: str = "") -> Job:
     """Start a job of ``kind`` detached from the launcher; returns it (status ``running``)."""
     if kind not in CALLS:
         raise ValueError(f"unknown job kind {kind!r}")
-    job_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{kind}-{secrets.token_hex(2)}"
+    now = time.time()  # ids sort by start time, to the millisecond
+    job_id = f"{time.strftime('%Y%m%d-%H%M%S', time.localtime(now))}.{int(now * 1000) % 1000:03d}-{kind}-" \
+             f"{secrets.token_hex(2)}"
     folder = jobs_dir() / job_id
     folder.mkdir(parents=True)
     atomic_write_json(folder / "job.json", {"kind": kind, "args": args, "label": label, "created": time.time()})

@@ -10,7 +10,6 @@ from vlhub.core.home import vlhub_home
 from vlhub.core.lifecycle import refresh
 from vlhub.streamlit_app import jobs
 
-STAGES = ("data", "train", "convert", "chat", "publish")
 TRAIN_STATE = {"finished": "done", "running": "running", "starting": "running", "stopping": "running",
                "failed": "failed", "stopped": "stopped", "planned": "todo", "created": "todo"}
 PROVENANCE = "vlhub_provenance.json"

@@ -44,6 +44,9 @@ def test_launch_serves_on_loopback_within_15s() -> None:
     finally:
         proc.terminate()
         proc.wait(15)
+    with socket.socket() as sock, pytest.raises(OSError):  # SIGTERM stopped the Streamlit server as well
+        sock.settimeout(2)
+        sock.connect(("127.0.0.1", port))
 
 
 def test_remote_host_needs_allow_remote() -> None:

@@ -61,7 +61,7 @@ def test_a_bad_target_shows_in_the_preflight_table(tmp_path: Path) -> None:
     button(at, "Preflight (send nothing)").click().run()
     settle(at, "publish")
     table = at.dataframe[-1].value.to_dict("list")
-    assert table["ok"] == ["❌"] and "is not a valid repository name" in table["problem"][0]
+    assert table["ok"] == ["no"] and "is not a valid repository name" in table["problem"][0]
 
 
 @pytest.fixture
@@ -83,7 +83,7 @@ def test_preflight_then_publish_to_two_targets(servers: tuple[GitLfsServer, Any]
     button(at, "Preflight (send nothing)").click().run()
     settle(at, "publish")
     summary = at.dataframe[-3].value.to_dict("list")
-    assert summary["target"] == [f"git:{git.repo_url(REPO)}", f"hf:{REPO}"] and summary["ok"] == ["✅", "✅"]
+    assert summary["target"] == [f"git:{git.repo_url(REPO)}", f"hf:{REPO}"] and summary["ok"] == ["yes", "yes"]
     files = at.dataframe[-2].value.to_dict("list")
     assert files["LFS"][files["file"].index("model.safetensors")] == "LFS" and "README.md" in files["file"]
     assert git.ls_tree(REPO, "main") == [] and not hub.exists(REPO)  # a preflight sends nothing

@@ -84,11 +84,11 @@ def test_rejected_hub_tokens(hub: Any, tmp_path: Path) -> None:
 def test_card_from_provenance_and_users_card_kept(hub: Any, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    (run_dir / "run.json").write_text(json.dumps({"id": "r1", "hyperparameters": {"lr": 4e-5, "epochs": 1}}))
-    (run_dir / "metrics.jsonl").write_text("".join(json.dumps({"step": i, "loss": 2.0 / (i + 1)}) + "\n" for i in range(20)))
+    (run_dir / "run.json").write_text(json.dumps({"id": "r1", "plan": {"settings": {"lr": 4e-5, "epochs": 1}}}))
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps({"iter": i, "loss": 2.0 / (i + 1)}) + "\n" for i in range(20)))
     model = make_model(tmp_path / "model")
     (model / "vlhub_provenance.json").write_text(json.dumps({
-        "base_model": "OpenGVLab/InternVL2-2B", "run_dir": str(run_dir), "datasets": ["lyttt/FoodieQA"],
+        "base_model": "OpenGVLab/InternVL2-2B", "run": {"id": "r1", "dir": str(run_dir)}, "datasets": ["lyttt/FoodieQA"],
         "license": "mit", "samples": [{"question": "What dish is this?", "answer": "Mapo tofu"}]}))
     result(publish(hub, model, "hf:tester/InternVL2-card", tmp=tmp_path))
     files = hub.files("tester/InternVL2-card")

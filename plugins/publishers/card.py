@@ -40,7 +40,8 @@ def extra_files(folder: Path, names: set[str], repo_id: str, remote_readme: byte
 
 def _run_info(provenance: dict[str, Any]) -> dict[str, Any]:
     """Hyper-parameters and the loss curve of the vlhub run named by the provenance, if it is still there."""
-    run_dir = Path(provenance["run_dir"]) if provenance.get("run_dir") else None
+    ref = provenance.get("run") if isinstance(provenance.get("run"), dict) else {}
+    run_dir = Path(ref["dir"]) if ref.get("dir") else None
     if run_dir is None or not run_dir.is_dir():
         return {}
     run = read_json(run_dir / "run.json", {}) or {}
@@ -54,9 +55,10 @@ def _run_info(provenance: dict[str, Any]) -> dict[str, Any]:
                 continue
             if isinstance(row, dict) and isinstance(row.get("loss"), (int, float)):
                 losses.append((float(row.get("step", row.get("iter", i))), float(row["loss"])))
-    params = run.get("hyperparameters") or run.get("options") or {}
+    params = (run.get("plan") or {}).get("settings") or run.get("options") or {}
+    prepared = read_json(Path(run["data"]) / "prepared.json", {}) if run.get("data") else {}
     return {"params": params if isinstance(params, dict) else {}, "losses": losses,
-            "dataset": run.get("dataset")}
+            "dataset": (prepared or {}).get("dataset")}
 
 
 def model_card(repo_id: str, provenance: dict[str, Any], run: dict[str, Any], plot: bool) -> str:
@@ -64,7 +66,8 @@ def model_card(repo_id: str, provenance: dict[str, Any], run: dict[str, Any], pl
     from huggingface_hub import ModelCard, ModelCardData
 
     base = provenance.get("base_model")
-    datasets = provenance.get("datasets") or []
+    base = base if base and not Path(base).is_absolute() else None  # a hub id, not a local folder
+    datasets = provenance.get("datasets") or ([run["dataset"]] if run.get("dataset") else [])
     data = ModelCardData(
         base_model=base or None, datasets=list(datasets) or None, license=provenance.get("license") or None,
         pipeline_tag="image-text-to-text", library_name="transformers",

@@ -8,7 +8,9 @@ from vlhub.streamlit_app import pipeline
 from vlhub.streamlit_app.state import env_report, plugin_report
 from vlhub.streamlit_app.text import t
 
-ICONS = {"done": "✅", "running": "⏳", "failed": "❌", "stopped": "⏸️", "ready": "🟢", "todo": "⚪"}
+ICONS = {"done": ":green[:material/check_circle:]", "running": ":blue[:material/progress_activity:]",
+         "failed": ":red[:material/error:]", "stopped": ":orange[:material/pause_circle:]",
+         "ready": ":green[:material/play_circle:]", "todo": ":gray[:material/radio_button_unchecked:]"}
 
 
 def stepper(plan: list[pipeline.Step]) -> None:

@@ -37,7 +37,7 @@ def show_tokens() -> None:
 
 
 def show_preflight(targets: list[dict[str, Any]]) -> None:
-    summary = [{t("publish.target_col"): r["target"], t("publish.ok"): "✅" if r["ok"] else "❌",
+    summary = [{t("publish.target_col"): r["target"], t("publish.ok"): t("publish.yes") if r["ok"] else t("publish.no"),
                 t("publish.files"): len(r.get("preflight", {}).get("files", [])),
                 t("publish.to_send"): human(r.get("preflight", {}).get("bytes_to_send", 0)),
                 t("publish.problem"): r["error"]} for r in targets]

@@ -69,7 +69,7 @@ def plan_report(result: dict[str, Any]) -> None:
     plan = result["plan"]
     ds = plan["dataset"]
     tokens = ds.get("tokens", {})
-    st.success(t("train.planned", run=result["run_id"], status=t("run." + result["status"])))
+    st.success(t("train.planned" if result["status"] == "planned" else "train.started", run=result["run_id"]))
     cols = st.columns(4)
     cols[0].metric(t("train.samples"), ds.get("samples", 0))
     cols[1].metric(t("train.tokens"), f"{tokens.get('median', '?')} / {tokens.get('max', '?')}")
@@ -115,8 +115,8 @@ def live(run_id: str) -> None:
             st.code(sample.get("text", ""), language=None)
     if view["checkpoints"]:
         st.markdown(f"**{t('train.checkpoints')}**")
-        st.dataframe([{"step": c["step"], "path": c["path"], "complete": c["complete"]} for c in view["checkpoints"]],
-                     hide_index=True)
+        st.dataframe([{t("train.step"): c["step"], t("train.path"): c["path"], t("train.complete"): c["complete"]}
+                      for c in view["checkpoints"]], hide_index=True)
     with st.expander(t("train.log"), expanded=status in ACTIVE or status == "failed"):
         st.code("\n".join(view["log_tail"]) or t("train.log_empty"), language=None)
 
