@@ -107,3 +107,31 @@ def test_one_gpu_launch_needs_no_torchrun(tmp_path: Path) -> None:
     env = launch_spec.environment(settings.parse({}), tmp_path / "code", tmp_path)
     assert not {"NPROC_PER_NODE", "NNODES", "PET_LOG_DIR"} & set(env)
     assert env["PYTHONPATH"] == str(tmp_path / "code")
+
+
+CHECKPOINT_LOAD = """
+import argparse, sys, torch
+path = sys.argv[1]
+if sys.argv[2] == "save":
+    torch.save({"meta": {"seed": 7, "cfg": argparse.Namespace(lr=1e-3)}, "state_dict": {}}, path)
+else:
+    print(torch.load(path, map_location="cpu")["meta"]["seed"])  # as xtuner's get_seed_from_checkpoint does
+"""
+
+
+def test_launch_env_lets_torch_2_6_load_the_runs_own_checkpoints(tmp_path: Path) -> None:
+    """torch >= 2.6 defaults to weights_only=True: xtuner's resume (`torch.load` without the argument on a
+    checkpoint holding mmengine objects) failed on the GPU machine until the launch env set torch's switch."""
+    from conftest import t5_python
+
+    python = t5_python()  # a torch >= 2.6 interpreter (the train env here still has 2.5)
+    env = launch_spec.environment(settings.parse({}), tmp_path / "code", tmp_path)
+    assert env["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] == "1"
+    ckpt = tmp_path / "iter_2.pth"
+    subprocess.run([str(python), "-c", CHECKPOINT_LOAD, str(ckpt), "save"], check=True, env=stage.clean_env())
+    bare = subprocess.run([str(python), "-c", CHECKPOINT_LOAD, str(ckpt), "load"], capture_output=True, text=True,
+                          env=stage.clean_env())
+    assert bare.returncode != 0 and "Weights only load failed" in bare.stderr
+    launched = subprocess.run([str(python), "-c", CHECKPOINT_LOAD, str(ckpt), "load"], capture_output=True,
+                              text=True, env=stage.clean_env(env, python))
+    assert launched.returncode == 0 and launched.stdout.strip() == "7", launched.stderr[-500:]

@@ -18,6 +18,12 @@ from .settings import Settings
 
 #: NVLink multicast stays off in every process (shown in the plan, set again by the stage env).
 MULTICAST_OFF = {k: PROCESS_ENV[k] for k in ("NCCL_NVLS_ENABLE", "TORCH_SYMM_MEM_DISABLE_MULTICAST", "NVSHMEM_DISABLE_NVLS")}
+#: torch >= 2.6 loads with ``weights_only=True`` unless told otherwise; xtuner 0.2.0's resume
+#: (``get_seed_from_checkpoint``) and mmengine 0.10.6's ``load_checkpoint`` call ``torch.load`` without
+#: the argument on the run's own checkpoints, which hold mmengine ``ConfigDict``s. This torch switch
+#: restores ``weights_only=False`` only where a call site does not choose (seen on the GPU machine,
+#: torch 2.11: `vlhub train --resume` failed with "Weights only load failed").
+TORCH_LOAD_ENV = {"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}
 
 
 def command(s: Settings, xtuner: Path, config: Path, work_dir: Path, run_dir: Path) -> list[str]:
@@ -33,7 +39,7 @@ def command(s: Settings, xtuner: Path, config: Path, work_dir: Path, run_dir: Pa
 
 def environment(s: Settings, code_dir: Path, run_dir: Path) -> dict[str, str]:
     """Variables set on top of the train stage environment for the launch."""
-    env = {"PYTHONPATH": str(code_dir), **MULTICAST_OFF}
+    env = {"PYTHONPATH": str(code_dir), **MULTICAST_OFF, **TORCH_LOAD_ENV}
     if s.world_size > 1:
         env.update(NPROC_PER_NODE=str(s.gpus), NNODES=str(s.nnodes), NODE_RANK=str(s.node_rank),
                    ADDR=s.master_addr, PORT=str(s.master_port),

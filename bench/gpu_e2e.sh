@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# GPU proof of vlhub's whole chain, as one device command (< 10 min on an H100):
+#   three venvs from the carried wheels -> `vlhub env use` -> tiny InternVL2-format model
+#   -> FoodieQA-format fixture -> `vlhub data prepare` -> `vlhub train` (LoRA + DeepSpeed ZeRO-2,
+#   sample outputs on) -> `vlhub run stop` once a checkpoint is saved -> `vlhub train --resume`
+#   to the end -> `vlhub convert` (official format, verified) -> `vlhub chat --backend lmdeploy`,
+#   two turns with two images -> summary.
+#
+# On the device, from the repo root, with `.whl` carried:
+#   bash bench/gpu_e2e.sh            (logs and summary.json under $OUT, default /tmp/vl/out)
+# Exit 0 only when every step succeeded; a failure prints the step and the logs' tails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source bench/gpu_env.sh
+exec > >(tee "$OUT/e2e.log") 2>&1
+ITERS=${ITERS:-100} SAVE=${SAVE:-20}
+FAILED=()
+
+on_exit() {
+    local rc=$?
+    set +e
+    if [ $rc -ne 0 ]; then
+        log "FAILED in step '$STEP' (exit $rc)"
+        tails
+    fi
+    local run
+    for run in "$VLHUB_HOME"/runs/*-train-*; do
+        [ -d "$run" ] || continue
+        cp "$run/train.log" "$OUT/train.log" 2>/dev/null || true
+        cp "$run/metrics.jsonl" "$OUT/metrics.jsonl" 2>/dev/null || true
+        cp "$run/samples.jsonl" "$OUT/samples.jsonl" 2>/dev/null || true
+    done
+    log "timings: ${TIMES[*]:-none}"
+}
+trap on_exit EXIT
+
+run_field() {  # run_field ID KEY: a field of `vlhub run show ID --json`
+    "$VLHUB" run show "$1" --json | "$LAUNCHER/bin/python" -c "import json, sys; print(json.load(sys.stdin).get('$2'))"
+}
+
+wait_run() {  # wait_run ID [SECONDS]: until the run is no longer active (or the deadline); prints its status
+    local status deadline=$((SECONDS + ${2:-300}))
+    while :; do
+        status=$(run_field "$1" status)
+        case $status in
+            planned | running | stopping) [ $SECONDS -lt $deadline ] || { echo "timeout-$status"; return; }; sleep 2 ;;
+            *) echo "$status"; return ;;
+        esac
+    done
+}
+
+# ---------------------------------------------------------------------------------------------
+begin setup-envs
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+setup_envs
+versions | tee "$W/versions.txt"
+"$VLHUB" env check --json >"$W/env-check.json"
+end
+
+begin tiny-model
+"$VLHUB" dev tiny-model "$W/tiny" --force --json >"$W/tiny.json"
+cat "$W/tiny.json" | head -4
+end
+
+begin data-prepare
+rm -rf "$W/src" "$W/prep" && mkdir -p "$W/src" "$W/img"
+"$LAUNCHER/bin/python" - "$W" <<'EOF'
+import sys
+from pathlib import Path
+sys.path.insert(0, "tests")
+from fixtures.datasets import make_foodieqa
+from PIL import Image, ImageDraw
+w = Path(sys.argv[1])
+print("fixture:", make_foodieqa(w / "src"))
+for name, size, colour in (("a.png", (448, 336), (200, 40, 30)), ("b.png", (300, 500), (40, 160, 60))):
+    im = Image.new("RGB", size, colour)
+    ImageDraw.Draw(im).ellipse((40, 40, size[0] - 40, size[1] - 40), fill=(240, 220, 120))
+    im.save(w / "img" / name)
+EOF
+"$VLHUB" data prepare foodieqa --source "$W/src/FoodieQA" --out "$W/prep" --json >"$W/prepare.json"
+"$LAUNCHER/bin/python" -c "import json,sys; d=json.load(open(sys.argv[1])); print('prepared:', d['records'])" "$W/prepare.json"
+end
+
+begin train
+"$VLHUB" train --model "$W/tiny" --data "$W/prep" --max-iters "$ITERS" --save-steps "$SAVE" --save-limit 3 \
+    --batch-size 1 --grad-accum 1 --lr 1e-3 --lora-r 16 --lora-alpha 32 --log-interval 5 --max-length 2048 \
+    --eval-image "$W/img/a.png" --eval-prompt "What dish is this?" --eval-every 50 --json >"$W/train.json"
+RUN=$("$LAUNCHER/bin/python" -c "import json,sys; print(json.load(open(sys.argv[1]))['run_id'])" "$W/train.json")
+RUN_DIR=$VLHUB_HOME/runs/$RUN
+log "run $RUN: $("$LAUNCHER/bin/python" -c "import json,sys; print(' '.join(json.load(open(sys.argv[1]))['command']))" "$W/train.json")"
+# stop the run as soon as its first checkpoint is complete (mmengine records it in last_checkpoint)
+deadline=$((SECONDS + 300))
+while [ $SECONDS -lt $deadline ]; do
+    if [ -s "$RUN_DIR/work/last_checkpoint" ] && ls "$(cat "$RUN_DIR/work/last_checkpoint")"/*model_states.pt >/dev/null 2>&1; then
+        break
+    fi
+    status=$("$LAUNCHER/bin/python" -c "import json,sys; print(json.load(open(sys.argv[1]))['status'])" "$RUN_DIR/run.json")
+    case $status in running | planned) sleep 0.2 ;; *) log "run ended ($status) before a checkpoint"; exit 1 ;; esac
+done
+[ $SECONDS -lt $deadline ] || { log "no checkpoint after 300 s"; exit 1; }
+log "checkpoint $(cat "$RUN_DIR/work/last_checkpoint") complete: stopping the run"
+"$VLHUB" run stop "$RUN" --json | tee "$W/stop.json" || true
+STATUS=$(wait_run "$RUN")
+log "after stop: $STATUS, progress $(run_field "$RUN" progress)"
+end
+if [ "$STATUS" != stopped ]; then
+    FAILED+=("stop: the run was $STATUS, not stopped (it ran to the end before the stop; raise ITERS)")
+fi
+
+begin resume
+if [ "$STATUS" = stopped ]; then
+    "$VLHUB" train --resume "$RUN" --json | tee "$W/resume.json"
+    STATUS=$(wait_run "$RUN")
+    log "after resume: $STATUS"
+    [ "$STATUS" = finished ] || { "$VLHUB" run show "$RUN" --json | tail -60; exit 1; }
+fi
+"$VLHUB" run show "$RUN" --json >"$W/run.json"
+end
+
+begin convert
+"$VLHUB" convert "$RUN" --out "$W/model" --image "$W/img/b.png" --json >"$W/convert.json"
+ls "$W/model"
+end
+
+begin chat
+printf 'Describe this dish.\n/image %s\nCompare it with the first one.\n' "$W/img/b.png" |
+    timeout 420 "$VLHUB" chat "$W/model" --backend lmdeploy --image "$W/img/a.png" --temperature 0 \
+        --max-new-tokens 24 --export "$W/chat.json" | tee "$W/chat.txt"
+end
+
+# ---------------------------------------------------------------------------------------------
+STEP=summary
+"$LAUNCHER/bin/python" bench/gpu_summary.py "$W" "$RUN" "${TIMES[@]}" -- "${FAILED[@]}" | tee "$OUT/summary.txt"
+cp "$W/chat.json" "$OUT/" 2>/dev/null || true
+[ ${#FAILED[@]} -eq 0 ]

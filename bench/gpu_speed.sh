@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Speed figures on the GPU, as one device command (< 10 min on an H100), on an InternVL2-2B-shaped
+# model with random weights (`vlhub dev tiny-model --size 2b`, 4.4 GB, built here, never carried):
+#   1. chat: LMDeploy (vlhub's api_server worker) vs transformers model.chat: time to first token,
+#      decode tokens/s, and decode against the memory-bandwidth bound (bench/gpu_speed_chat.py);
+#   2. training: LoRA + DeepSpeed ZeRO-2 through `vlhub train` vs the same `xtuner train` command run
+#      directly: tokens/s (median iteration time after warm-up) and peak memory, read from each log.
+#
+# On the device, from the repo root, with `.whl` carried:  bash bench/gpu_speed.sh
+# PARTS="chat train" picks the parts; results in $OUT/speed.json and $OUT/speed.log.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source bench/gpu_env.sh
+exec > >(tee "$OUT/speed.log") 2>&1
+PARTS=${PARTS:-chat train}
+ITERS=${ITERS:-40}
+
+on_exit() {
+    local rc=$?
+    set +e
+    [ $rc -eq 0 ] || { log "FAILED in step '$STEP' (exit $rc)"; tails; }
+    cp "$W"/speed-*.json "$OUT/" 2>/dev/null
+    log "timings: ${TIMES[*]:-none}"
+}
+trap on_exit EXIT
+
+begin setup-envs
+setup_envs
+versions | tee "$W/versions.txt"
+end
+
+begin model-2b
+"$VLHUB" dev tiny-model "$W/m2b" --size 2b --force --json | head -6
+du -sh "$W/m2b"
+"$LAUNCHER/bin/python" -c "
+from PIL import Image, ImageDraw
+im = Image.new('RGB', (448, 448), (200, 40, 30)); ImageDraw.Draw(im).ellipse((40, 40, 408, 408), fill=(240, 220, 120))
+im.save('$W/q.png')"
+end
+
+if [[ " $PARTS " == *" chat "* ]]; then
+    begin chat-speed
+    timeout 330 "$SERVE/bin/python" bench/gpu_speed_chat.py "$W/m2b" "$W/q.png" "$W/speed-chat.json" --tokens 256
+    end
+fi
+
+if [[ " $PARTS " == *" train "* ]]; then
+    begin train-data
+    rm -rf "$W/src" "$W/prep"
+    "$LAUNCHER/bin/python" -c "
+import sys; from pathlib import Path; sys.path.insert(0, 'tests')
+from fixtures.datasets import make_foodieqa; make_foodieqa(Path('$W/src'))"
+    "$VLHUB" data prepare foodieqa --source "$W/src/FoodieQA" --out "$W/prep" --json >/dev/null
+    end
+
+    begin train-vlhub
+    FLAGS=(--batch-size 1 --grad-accum 1 --max-iters "$ITERS" --save-steps 1000 --log-interval 1 --max-length 4096
+           --lr 1e-4 --workers 2)
+    "$VLHUB" train --model "$W/m2b" --data "$W/prep" "${FLAGS[@]}" --json >"$W/train2b.json"
+    RUN=$("$LAUNCHER/bin/python" -c "import json,sys; print(json.load(open(sys.argv[1]))['run_id'])" "$W/train2b.json")
+    RUN_DIR=$VLHUB_HOME/runs/$RUN
+    S1=$(date +%s.%N)
+    while :; do
+        status=$("$LAUNCHER/bin/python" -c "import json,sys; print(json.load(open(sys.argv[1]))['status'])" "$RUN_DIR/run.json")
+        case $status in running | planned | stopping) sleep 1 ;; *) break ;; esac
+    done
+    VLHUB_WALL=$(now "$S1")
+    log "vlhub run $RUN: $status after ${VLHUB_WALL}s (launch -> end)"
+    [ "$status" = finished ] || { tail -30 "$RUN_DIR/train.log"; exit 1; }
+    end
+
+    begin train-direct
+    # the very command and variables vlhub launched, by hand, into another work folder
+    S1=$(date +%s.%N)
+    env -u PYTHONPATH -u VIRTUAL_ENV PATH="$TRAIN/bin:$PATH" PYTHONPATH="$RUN_DIR/code" TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 \
+        "$TRAIN/bin/xtuner" train "$RUN_DIR/config.py" --work-dir "$W/direct-work" --deepspeed deepspeed_zero2 \
+        >"$W/direct.log" 2>&1
+    DIRECT_WALL=$(now "$S1")
+    log "direct xtuner train: ${DIRECT_WALL}s"
+    grep -q "Saving checkpoint at $ITERS iterations" "$W/direct.log" || { tail -30 "$W/direct.log"; exit 1; }
+    end
+
+    STEP=train-compare
+    "$LAUNCHER/bin/python" - "$W/train2b.json" "$RUN_DIR/train.log" "$W/direct.log" "$VLHUB_WALL" "$DIRECT_WALL" \
+        "$W/speed-train.json" <<'EOF'
+import json, re, statistics, sys
+plan, vlog, dlog, vwall, dwall, out = sys.argv[1:]
+plan = json.load(open(plan))
+line = re.compile(r"Iter\(train\) \[\s*(\d+)/\s*(\d+)\].*?time: ([\d.]+).*?memory: (\d+).*?loss: ([\d.]+)")
+def read(path):
+    rows = [tuple(map(float, m.groups())) for m in map(line.search, open(path, errors="replace")) if m]
+    steady = [r[2] for r in rows if r[0] > 10]
+    return {"iterations": len(rows), "median_iter_s": statistics.median(steady), "mean_iter_s": statistics.mean(steady),
+            "peak_memory_mb": max(r[3] for r in rows), "loss_first": rows[0][4], "loss_last": rows[-1][4]}
+tokens = plan["dataset"]["tokens"]["mean"] * plan["settings"]["batch_size"]
+res = {"tokens_per_iteration": tokens, "command": plan["command"], "env": plan["env"],
+       "vlhub": read(vlog), "direct": read(dlog)}
+res["vlhub"]["wall_s"], res["direct"]["wall_s"] = float(vwall), float(dwall)
+for side in ("vlhub", "direct"):
+    res[side]["tokens_per_s"] = tokens / res[side]["median_iter_s"]
+res["ratios"] = {"tokens_per_s_vlhub_over_direct": res["vlhub"]["tokens_per_s"] / res["direct"]["tokens_per_s"],
+                 "peak_memory_vlhub_over_direct": res["vlhub"]["peak_memory_mb"] / res["direct"]["peak_memory_mb"],
+                 "wall_vlhub_over_direct": res["vlhub"]["wall_s"] / res["direct"]["wall_s"]}
+json.dump(res, open(out, "w"), indent=2)
+print(json.dumps(res, indent=1))
+EOF
+fi
+
+STEP=summary
+echo "============================== SPEED =============================="
+cat "$W/versions.txt"
+for f in "$W"/speed-chat.json "$W"/speed-train.json; do
+    [ -f "$f" ] && "$LAUNCHER/bin/python" -c "import json,sys; d=json.load(open(sys.argv[1])); print(sys.argv[1].split('/')[-1], json.dumps(d.get('ratios')))" "$f"
+done
+true
