@@ -4,10 +4,19 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterator
+
+
+def timestamp() -> float:
+    """Seconds since the epoch for timestamps written into outputs: ``$SOURCE_DATE_EPOCH`` when set
+    (reproducible, byte-identical outputs), else now."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    return float(epoch) if epoch.isdigit() else time.time()
 
 
 def _umask() -> int:
@@ -62,16 +71,42 @@ def read_json(path: Path, default: Any = None) -> Any:
         return default
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _clean_leftovers(target: Path) -> None:
+    """Remove ``.NAME.partial-PID-*`` folders of processes that are gone (killed during an earlier run),
+    and put back a ``.NAME.old-PID`` folder that a killed ``force`` replacement left without ``NAME``."""
+    pattern = re.compile(rf"^\.{re.escape(target.name)}\.(partial|old)-(\d+)(-.*)?$")
+    for entry in target.parent.iterdir():
+        match = pattern.match(entry.name)
+        if not match or int(match.group(2)) == os.getpid() or _pid_alive(int(match.group(2))):
+            continue
+        if match.group(1) == "old" and not target.exists():
+            os.replace(entry, target)
+        else:
+            shutil.rmtree(entry, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def atomic_dir(target: Path, *, force: bool = False) -> Iterator[Path]:
     """Build a folder in a temporary sibling and rename it to ``target`` when the block succeeds.
 
     On any exception the temporary folder is removed and ``target`` is untouched.
     With ``force`` an existing ``target`` is replaced only after the new one is complete.
+    Leftovers of a killed earlier call for the same ``target`` are cleaned up first.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    _clean_leftovers(target)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-{os.getpid()}-", dir=target.parent))
     tmp.chmod(0o777 & ~_umask())
     try:
         yield tmp

@@ -33,7 +33,7 @@ class TargetResult:
 
     def public(self) -> dict[str, Any]:
         """JSON-ready: the target, ok, error, its preflight table and its result."""
-        data: dict[str, Any] = {"target": self.target, "ok": self.ok, "error": self.error}
+        data: dict[str, Any] = {"target": redact(self.target), "ok": self.ok, "error": self.error}
         if self.preflight is not None:
             data["preflight"] = {**to_dict(self.preflight), "ok": self.preflight.ok}
         if self.published is not None:
@@ -102,7 +102,7 @@ def publish(folder: Path, targets: list[str], options: Mapping[str, Any] | None 
             result.exit_code = 2
     if dry_run:
         return report
-    run = runs.new_run("publish", folder=str(folder), targets=targets,
+    run = runs.new_run("publish", folder=str(folder), targets=[redact(t) for t in targets],
                        options={k: v for k, v in options.items() if k != "message"}).update(status="running")
     report.run_dir = run.dir
     for result in report.results:

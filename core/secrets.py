@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -53,13 +54,17 @@ def _env_secrets() -> set[str]:
     return {os.environ[n].strip() for n in names if len(os.environ.get(n, "").strip()) >= _MIN_SECRET}
 
 
+#: ``scheme://user:password@``: the password part of a URL.
+_URL_PASSWORD = re.compile(r"(\b[a-zA-Z][\w+.-]*://[^/\s:@]*:)[^/\s@]+@")
+
+
 def redact(text: str) -> str:
-    """Replace every known secret in ``text`` with ``***``."""
+    """Replace every known secret, and any password in a URL, in ``text`` with ``***``."""
     if not text:
         return text
     for secret in sorted(_known | _env_secrets(), key=len, reverse=True):
         text = text.replace(secret, "***")
-    return text
+    return _URL_PASSWORD.sub(r"\1***@", text)
 
 
 def _hf_store() -> str | None:

@@ -64,3 +64,16 @@ def test_streamlit_command_is_hardened() -> None:
     assert pairs["--server.enableXsrfProtection"] == "true"
     assert pairs["--server.fileWatcherType"] == "none"
     assert pairs["--browser.gatherUsageStats"] == "false"
+
+
+def test_allow_remote_warns_before_serving() -> None:
+    exe = Path(sys.executable).parent / "vlhub"
+    proc = subprocess.Popen([str(exe), "launch", "--no-browser", "--host", "0.0.0.0", "--allow-remote", "--port", "0"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        assert line.startswith("WARNING") and "reachable from other machines on 0.0.0.0" in line
+    finally:
+        proc.terminate()
+        proc.wait(15)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from vlhub.core import __version__
-from vlhub.core.fsutil import atomic_write_json
+from vlhub.core.fsutil import atomic_write_json, timestamp
 from vlhub.core.types import Progress, ProgressCallback
 
 PROVENANCE = "vlhub_provenance.json"
@@ -41,7 +41,7 @@ def file_hashes(folder: Path, progress: ProgressCallback | None = None) -> dict[
 def write(folder: Path, facts: dict[str, Any], progress: ProgressCallback | None = None) -> Path:
     """Write the provenance file into ``folder`` (last, after every other file is in place)."""
     record = {"format": FORMAT, "vlhub_version": __version__,
-              "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+              "created": _dt.datetime.fromtimestamp(timestamp(), _dt.timezone.utc).isoformat(timespec="seconds"),
               **facts, "files": file_hashes(folder, progress)}
     path = folder / PROVENANCE
     atomic_write_json(path, record)

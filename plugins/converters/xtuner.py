@@ -73,19 +73,26 @@ class XtunerConverter:
                            "download it and point the config's model path at the folder")
         template = choose_template(base, options.get("template"), info.get("prompt_template"))
         verify = {"enabled": bool(options.get("verify", True)), "image": options.get("image"), "samples": 4}
-        with atomic_dir(out, force=bool(options.get("force"))) as tmp, \
-                tempfile.TemporaryDirectory(prefix="vlhub-convert-") as jobs:
-            job = Path(jobs) / "job.json"
-            job.write_text(json.dumps({"config": str(found.config), "checkpoint": str(found.checkpoint),
-                                       "out": str(tmp), "verify": verify,
-                                       "template": {"jinja": template.jinja,
-                                                    "stop_words": list(template.stop_words)}}))
-            result = stage.run_worker("train", self.worker, [str(job)], progress=progress)
-            verified = result.get("verified") or {}
-            if verify["enabled"] and not verified.get("ok"):
-                raise VlhubError(f"the converted model failed verification: {json.dumps(verified)[:400]}",
-                                 "nothing was written; rerun with --debug, or report the checkpoint")
-            provenance.write(tmp, self._facts(found, info, template, result), progress)
+        try:
+            with atomic_dir(out, force=bool(options.get("force"))) as tmp, \
+                    tempfile.TemporaryDirectory(prefix="vlhub-convert-") as jobs:
+                job = Path(jobs) / "job.json"
+                job.write_text(json.dumps({"config": str(found.config), "checkpoint": str(found.checkpoint),
+                                           "out": str(tmp), "verify": verify,
+                                           "template": {"jinja": template.jinja,
+                                                        "stop_words": list(template.stop_words)}}))
+                result = stage.run_worker("train", self.worker, [str(job)], progress=progress)
+                verified = result.get("verified") or {}
+                if verify["enabled"] and not verified.get("ok"):
+                    raise VlhubError(f"the converted model failed verification: {json.dumps(verified)[:400]}",
+                                     "nothing was written; rerun with --debug, or report the checkpoint")
+                provenance.write(tmp, self._facts(found, info, template, result), progress)
+        except (OSError, VlhubError) as exc:
+            if "No space left on device" not in str(exc):
+                raise
+            raise VlhubError(f"the disk of --out {out} is full (No space left on device)",
+                             "free space there or choose an --out on another disk, then rerun; "
+                             "nothing was left at --out") from None
         return Converted(out, found.checkpoint, out / provenance.PROVENANCE, verified)
 
     def _facts(self, found: Source, info: Mapping[str, Any], template: ChatTemplate,

@@ -20,6 +20,7 @@ from vlhub.core.errors import BadInput
 from vlhub.core.types import Option, PreparedData, Problem, ProgressCallback
 
 from . import prepared
+from .images import Checks
 from .options import resolve
 from .records import PLACEHOLDER, read_json
 from .split import split
@@ -57,15 +58,18 @@ class FoodieQA:
             raise BadInput(f"val_fraction={opts['val_fraction']} is outside [0, 1)", "use e.g. 0.1")
         root = find_root(Path(source), subsets)
         prepared.check_out(Path(source), out, bool(opts.get("force")))
-        items: list[Item] = []
-        rejected: list[Problem] = []
-        for subset in subsets:
-            for index, raw in enumerate(_load_list(root / SUBSETS[subset])):
-                try:
-                    items.append(_convert(subset, index, raw, opts))
-                except (KeyError, ValueError, TypeError, IndexError) as exc:
-                    rejected.append(Problem(index, _reason(exc), f"{SUBSETS[subset]}: {_field(exc)}"))
-        checked = validate(items, root, progress, rejected)
+        sources = {subset: _load_list(root / SUBSETS[subset]) for subset in subsets}
+        with Checks(str(root)) as checks:  # the images are checked while the records are converted
+            checks.add(ref for subset, rows in sources.items() for raw in rows for ref in _source_refs(subset, raw))
+            items: list[Item] = []
+            rejected: list[Problem] = []
+            for subset, rows in sources.items():
+                for index, raw in enumerate(rows):
+                    try:
+                        items.append(_convert(subset, index, raw, opts))
+                    except (KeyError, ValueError, TypeError, IndexError) as exc:
+                        rejected.append(Problem(index, _reason(exc), f"{SUBSETS[subset]}: {_field(exc)}"))
+            checked = validate(items, root, progress, rejected, checks)
         anchors = [i for i in checked.items if not i.follower]
         followers = [i for i in checked.items if i.follower]
         parts = split(anchors, opts["val_fraction"], opts["seed"], followers)
@@ -129,6 +133,18 @@ def _load_list(path: Path) -> list[Any]:
         raise BadInput(f"expected a list of questions, found a JSON {type(data).__name__}",
                        "give the original FoodieQA file", where=str(path))
     return data
+
+
+def _source_refs(subset: str, raw: Any) -> list[Any]:
+    """The image paths a source question names, read before conversion to start the checks."""
+    if not isinstance(raw, dict):
+        return []
+    if subset == "mivqa":
+        refs = raw.get("images")
+    else:
+        meta = raw.get("food_meta") if subset == "sivqa" else None
+        refs = [meta.get("food_file")] if isinstance(meta, dict) else None
+    return refs if isinstance(refs, list) else []
 
 
 class _Missing(KeyError):

@@ -64,10 +64,11 @@ def check_one(root: str, ref: str, folders: dict[str, str] | None = None) -> Ima
     if reason:
         return ImageInfo(ref, reason)
     folders = {} if folders is None else folders
-    parent, name = os.path.split(os.path.join(root, ref))
-    if parent not in folders:
-        folders[parent] = os.path.realpath(parent)
-    real = os.path.join(folders[parent], name)
+    folder, _, name = ref.rpartition("/")
+    parent = folders.get(folder)
+    if parent is None:
+        parent = folders[folder] = os.path.realpath(os.path.join(root, folder))
+    real = os.path.join(parent, name)
     try:
         try:
             fd = os.open(real, os.O_RDONLY | NOFOLLOW)
@@ -92,15 +93,14 @@ def check_one(root: str, ref: str, folders: dict[str, str] | None = None) -> Ima
 def _decode(ref: str, real: str, handle: BinaryIO) -> ImageInfo:
     from PIL import Image
 
-    status = os.fstat(handle.fileno())
+    fd = handle.fileno()
+    status = os.fstat(fd)
     if stat.S_ISDIR(status.st_mode):
         raise IsADirectoryError(real)
     size = status.st_size
     if size == 0:
         return ImageInfo(ref, f"image {ref} is empty (0 bytes)", real)
-    handle.seek(max(0, size - 32))
-    tail = handle.read()
-    handle.seek(0)
+    tail = os.pread(fd, 32, max(0, size - 32))
     with Image.open(handle) as image:
         info = ImageInfo(ref, "", real, size, image.width, image.height, image.format or "", tail=tail)
         if image.format == "JPEG":
@@ -140,9 +140,16 @@ def _pool(workers: int) -> Executor:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
-    if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
+    if can_fork():
         return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
     return ThreadPoolExecutor(workers)
+
+
+def can_fork() -> bool:
+    """Whether this process may fork: it has one thread, and the platform forks."""
+    import multiprocessing
+
+    return threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods()
 
 
 def default_workers() -> int:

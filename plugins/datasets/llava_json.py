@@ -14,6 +14,7 @@ from vlhub.core.errors import BadInput
 from vlhub.core.types import Option, PreparedData, Problem, ProgressCallback
 
 from . import prepared
+from .images import Checks
 from .options import resolve
 from .records import read_records, record_images, to_llava
 from .split import split
@@ -26,8 +27,11 @@ COMMON_OPTIONS = (
 )
 
 
-def load_items(path: Path) -> tuple[list[Item], list[Problem]]:
-    """The records of ``path`` as items grouped by image, and the records that are neither shape."""
+def load_items(path: Path, checks: Checks | None = None) -> tuple[list[Item], list[Problem]]:
+    """The records of ``path`` as items grouped by image, and the records that are neither shape.
+
+    Each record's images are given to ``checks`` as it is read, so they are checked meanwhile.
+    """
     items, rejected = [], []
     for index, raw in enumerate(read_records(path)):
         try:
@@ -35,8 +39,10 @@ def load_items(path: Path) -> tuple[list[Item], list[Problem]]:
         except ValueError as exc:
             rejected.append(Problem(index, str(exc), f"{path.name}: record"))
             continue
-        groups = [f"img:{r}" for r in record_images(record) if isinstance(r, str)]
-        items.append(Item(record, index, path.name, groups))
+        refs = record_images(record)
+        if checks:
+            checks.add(refs)
+        items.append(Item(record, index, path.name, [f"img:{r}" for r in refs if isinstance(r, str)]))
     return items, rejected
 
 
@@ -49,8 +55,9 @@ def build(name: str, source: Path, data_file: Path, image_root: Path, out: Path,
         raise BadInput(f"sample={opts['sample']} is negative", "give a count of records, or 0 for all")
     for given in (source, image_root):
         prepared.check_out(given, out, bool(opts.get("force")))
-    items, rejected = load_items(data_file)
-    checked = validate(items, image_root, progress, rejected)
+    with Checks(str(image_root)) as checks:
+        items, rejected = load_items(data_file, checks)
+        checked = validate(items, image_root, progress, rejected, checks)
     usable = checked.items
     if opts["sample"] and opts["sample"] < len(usable):
         keep = sorted(random.Random(opts["seed"]).sample(range(len(usable)), opts["sample"]))

@@ -17,22 +17,27 @@ Images are not copied: ``image_root`` points into the source folder.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import multiprocessing
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from vlhub.core import __version__
 from vlhub.core.errors import BadInput
-from vlhub.core.fsutil import atomic_dir, atomic_write_json, atomic_write_text, read_json
+from vlhub.core.fsutil import atomic_dir, atomic_write_json, atomic_write_text, read_json, timestamp
 from vlhub.core.types import PreparedData, Progress, ProgressCallback
 
+from .images import can_fork
 from .split import Split
 from .stats import compute
 from .validate import Validation, ValidationFailed
 
 MANIFEST = "prepared.json"
 FORMAT = "vlhub.prepared/1"
+#: below this many records a forked writer costs more than it saves
+FORK_MIN = 5000
 
 
 def check_out(source: Path, out: Path, force: bool) -> None:
@@ -58,7 +63,6 @@ def finish(out: Path, *, dataset: str, source: Path, image_root: Path, validatio
     check_out(source, out, force)
     out = Path(out).resolve()
     splits = {"train": split.train, **({"val": split.val} if split.val else {})}
-    stats = compute(splits, validation.images)
     records = {name: len(items) for name, items in splits.items()}
     files = {name: out / f"{name}.json" for name in splits}
     report = {**validation.summary(), "left_out_straddling_splits": len(split.straddling)}
@@ -66,7 +70,7 @@ def finish(out: Path, *, dataset: str, source: Path, image_root: Path, validatio
                 "image_root": str(Path(image_root).resolve()), "files": {k: str(v) for k, v in files.items()},
                 "records": records, "dropped": validation.dropped, "left_out": len(split.straddling),
                 "options": {k: v for k, v in options.items() if k not in ("strict", "force")},
-                "vlhub_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                "vlhub_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(timestamp()))}
     mc = [item.mc for item in split.val if item.mc]
     if mc:
         manifest["files"]["val_mc"] = str(out / "val_mc.json")
@@ -74,18 +78,46 @@ def finish(out: Path, *, dataset: str, source: Path, image_root: Path, validatio
         out.rmdir()
     report_progress = progress or (lambda event: None)
     report_progress(Progress("write", 0, len(splits) + 3, "file"))
+    lists = {f"{name}.json": [item.record for item in items] for name, items in splits.items()}
+    if mc:
+        lists["val_mc.json"] = mc
     with atomic_dir(out, force=force) as tmp:
-        for n, (name, items) in enumerate(splits.items(), 1):
-            _write_records(tmp / f"{name}.json", [item.record for item in items])
-            report_progress(Progress("write", n, len(splits) + 3, "file"))
-        if mc:
-            _write_records(tmp / "val_mc.json", mc)
+        with _writing(tmp, lists):  # the record files are written while the stats are computed
+            stats = compute(splits, validation.images)
+        report_progress(Progress("write", len(splits), len(splits) + 3, "file"))
         atomic_write_json(tmp / "report.json", report)
         atomic_write_json(tmp / "stats.json", stats)
         atomic_write_json(tmp / MANIFEST, manifest)
         report_progress(Progress("write", len(splits) + 3, len(splits) + 3, "file"))
     return PreparedData(out=out, files=files, image_root=Path(image_root).resolve(), records=records,
                         dropped=validation.dropped, problems=validation.problems, stats=stats)
+
+
+@contextlib.contextmanager
+def _writing(folder: Path, lists: Mapping[str, list[dict[str, Any]]]) -> Iterator[None]:
+    """Write each list of records into ``folder`` while the block runs, in a forked child.
+
+    In this process instead when forking is unsafe (a threaded process) or does not pay
+    (fewer than :data:`FORK_MIN` records). A failed child's files are written again here,
+    so that its error is raised with its message.
+    """
+    if sum(map(len, lists.values())) < FORK_MIN or not can_fork():
+        _write_lists(folder, lists)
+        yield
+        return
+    child = multiprocessing.get_context("fork").Process(target=_write_lists, args=(folder, lists), daemon=True)
+    child.start()
+    try:
+        yield
+    finally:
+        child.join()
+    if child.exitcode:
+        _write_lists(folder, lists)
+
+
+def _write_lists(folder: Path, lists: Mapping[str, list[dict[str, Any]]]) -> None:
+    for name, records in lists.items():
+        _write_records(folder / name, records)
 
 
 def _write_records(path: Path, records: list[dict[str, Any]]) -> None:

@@ -5,9 +5,10 @@ with ``from`` alternating ``human`` / ``gpt`` and one ``<image>`` placeholder pe
 """
 from __future__ import annotations
 
+import codecs
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from vlhub.core.errors import BadInput
 
@@ -21,34 +22,159 @@ def read_json(path: Path) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise BadInput(f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})",
-                       "fix the file or re-export it as JSON", where=str(path)) from None
+        raise _not_json(path, exc.lineno, exc.colno, exc.msg) from None
 
 
-def read_records(path: Path) -> list[Any]:
-    """A JSON list, or JSON Lines (one object per line), as a list of raw records."""
-    text = _read_text(path)
-    stripped = text.lstrip()
-    if stripped.startswith("["):
-        data = read_json(path)
-    elif path.suffix == ".jsonl" or stripped.startswith("{") and "\n{" in stripped:
-        data = []
-        for number, line in enumerate(text.splitlines(), 1):
+def read_records(path: Path) -> Iterator[Any]:
+    """The raw records of a JSON list, or of JSON Lines (one object per line), streamed.
+
+    A JSON list is parsed record by record from 1 MiB blocks, so memory stays bounded by
+    the largest record and a broken or non-UTF-8 file fails at the first bad byte, whatever its size.
+    """
+    stream = _Stream(Path(path))
+    first = stream.peek()
+    if first == "[":
+        yield from stream.json_list()
+    elif first == "{" and (stream.path.suffix == ".jsonl" or stream.looks_like_lines()):
+        yield from stream.json_lines()
+    else:
+        data = stream.value()
+        stream.end()
+        if isinstance(data, dict) and isinstance(data.get("data"), list):
+            yield from data["data"]
+        else:
+            raise BadInput(f"expected a list of records, found a JSON {type(data).__name__}",
+                           "give a JSON list (or JSON Lines) of LLaVA or messages records", where=str(path))
+
+
+def _not_json(path: Path, line: int, column: int, msg: str) -> BadInput:
+    return BadInput(f"not valid JSON (line {line}, column {column}: {msg})", "fix the file or re-export it as JSON",
+                    where=str(path))
+
+
+class _Stream:
+    """UTF-8 text of a file read in blocks, with a JSON value parser that keeps only unread text."""
+
+    BLOCK = 1 << 20
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self._file = open(path, "rb")  # noqa: SIM115 (closed at the end of the file or when collected)
+        except FileNotFoundError:
+            raise BadInput("file not found", "check the path", where=str(path)) from None
+        except IsADirectoryError:
+            raise BadInput("is a folder, not a file", "give the JSON file itself", where=str(path)) from None
+        self._decoder = codecs.getincrementaldecoder("utf-8-sig")()
+        self._offset = 0                # bytes read so far
+        self.buf, self.pos, self.eof = "", 0, False
+        self._lines, self._col = 0, 0   # newlines and last-line length of the text dropped from ``buf``
+
+    def _fill(self, size: int = BLOCK) -> bool:
+        """Append the next block to the buffer (dropping consumed text); False at the end of the file."""
+        if self.eof:
+            return False
+        dropped = self.buf[:self.pos]
+        newlines = dropped.count("\n")
+        self._lines += newlines
+        self._col = len(dropped) - dropped.rfind("\n") - 1 if newlines else self._col + len(dropped)
+        self.buf, self.pos = self.buf[self.pos:], 0
+        block = self._file.read(size)
+        pending = len(self._decoder.getstate()[0])
+        try:
+            self.buf += self._decoder.decode(block, final=not block)
+        except UnicodeDecodeError as exc:
+            raise BadInput(f"not UTF-8 (invalid byte at offset {self._offset - pending + exc.start})",
+                           "re-save the file as UTF-8 (e.g. `iconv -f GBK -t UTF-8`)", where=str(self.path)) from None
+        self._offset += len(block)
+        if not block:
+            self.eof = True
+            self._file.close()
+        return True
+
+    def _where(self, pos: int) -> tuple[int, int]:
+        before = self.buf[:pos]
+        newlines = before.count("\n")
+        column = pos - before.rfind("\n") if newlines else self._col + pos + 1
+        return self._lines + newlines + 1, column
+
+    def fail(self, msg: str, pos: int | None = None) -> BadInput:
+        return _not_json(self.path, *self._where(self.pos if pos is None else pos), msg)
+
+    def peek(self) -> str:
+        """The next non-whitespace character ('' at the end of the file), not consumed."""
+        while True:
+            while self.pos < len(self.buf) and self.buf[self.pos] in " \t\r\n":
+                self.pos += 1
+            if self.pos < len(self.buf) or not self._fill():
+                return self.buf[self.pos:self.pos + 1]
+
+    def value(self) -> Any:
+        """The next JSON value; reads more only while the value may continue past the buffer."""
+        self.peek()
+        size = self.BLOCK
+        while True:
+            try:
+                value, end = _DECODER.raw_decode(self.buf, self.pos)
+                if end < len(self.buf) or self.eof:
+                    self.pos = end
+                    return value
+            except json.JSONDecodeError as exc:
+                cut_short = exc.pos >= len(self.buf) - 16 or exc.msg.startswith("Unterminated string")
+                if self.eof or not cut_short:
+                    raise self.fail(exc.msg, exc.pos) from None
+            self._fill(size)
+            size *= 2
+
+    def end(self) -> None:
+        if self.peek():
+            raise self.fail("Extra data")
+
+    def json_list(self) -> Iterator[Any]:
+        self.pos += 1  # "["
+        if self.peek() == "]":
+            self.pos += 1
+            return self.end()
+        while True:
+            yield self.value()
+            sep = self.peek()
+            if sep not in (",", "]"):
+                raise self.fail("Expecting ',' delimiter")
+            self.pos += 1
+            if sep == "]":
+                return self.end()
+
+    def _line(self) -> str | None:
+        while "\n" not in self.buf[self.pos:] and self._fill():
+            pass
+        if self.pos >= len(self.buf) and self.eof:
+            return None
+        end = self.buf.find("\n", self.pos)
+        end = len(self.buf) if end < 0 else end
+        line, self.pos = self.buf[self.pos:end], end + 1
+        return line
+
+    def looks_like_lines(self) -> bool:
+        """Whether the text holds a second line starting with ``{`` (JSON Lines, not one object)."""
+        while self.buf.count("\n", self.pos) < 2 and len(self.buf) < 64 * self.BLOCK and self._fill():
+            pass
+        return "\n{" in self.buf[self.pos:]
+
+    def json_lines(self) -> Iterator[Any]:
+        number = 0
+        while (line := self._line()) is not None:
+            number += 1
             if not line.strip():
                 continue
             try:
-                data.append(json.loads(line))
+                yield json.loads(line)
             except json.JSONDecodeError as exc:
                 raise BadInput(f"line {number} is not valid JSON ({exc.msg})",
-                               "fix that line: JSON Lines needs one JSON object per line", where=str(path)) from None
-    else:
-        data = read_json(path)
-    if isinstance(data, dict) and isinstance(data.get("data"), list):
-        data = data["data"]
-    if not isinstance(data, list):
-        raise BadInput(f"expected a list of records, found a JSON {type(data).__name__}",
-                       "give a JSON list (or JSON Lines) of LLaVA or messages records", where=str(path))
-    return data
+                               "fix that line: JSON Lines needs one JSON object per line",
+                               where=str(self.path)) from None
+
+
+_DECODER = json.JSONDecoder()
 
 
 def _read_text(path: Path) -> str:

@@ -37,9 +37,11 @@ class _Groups:
         return key
 
     def union(self, keys: Sequence[str]) -> None:
-        roots = sorted({self.find(k) for k in keys})
-        for other in roots[1:]:
-            self.parent[other] = roots[0]
+        roots = {self.find(k) for k in keys}
+        if len(roots) > 1:
+            low = min(roots)
+            for other in roots - {low}:
+                self.parent[other] = low
 
 
 def _keys(item: Item) -> list[str]:
@@ -49,26 +51,37 @@ def _keys(item: Item) -> list[str]:
 def split(items: Sequence[Item], fraction: float, seed: int = 0, followers: Sequence[Item] = ()) -> Split:
     """Split ``items`` (and place ``followers``) with about ``fraction`` of them in validation."""
     groups = _Groups()
-    for item in items:
-        groups.union(_keys(item))
+    keys = [_keys(item) for item in items]
+    for item_keys in keys:
+        groups.union(item_keys)
+    roots = [groups.find(item_keys[0]) for item_keys in keys]
+    follower_roots = [[groups.find(key) for key in _keys(item)] for item in followers]
     val_roots: set[str] = set()
     if fraction > 0:
-        val_roots = _pick(items, followers, groups, fraction, seed)
-    return _place(items, followers, val_roots, groups)
+        val_roots = _pick(roots, follower_roots, fraction, seed)
+    out = Split([], [], [])
+    for item, root in zip(items, roots):
+        (out.val if root in val_roots else out.train).append(item)
+    for item, item_roots in zip(followers, follower_roots):
+        sides = {root in val_roots for root in item_roots}
+        if len(sides) > 1:
+            out.straddling.append(item)
+        else:
+            (out.val if sides.pop() else out.train).append(item)
+    return out
 
 
-def _pick(items: Sequence[Item], followers: Sequence[Item], groups: _Groups, fraction: float,
-          seed: int) -> set[str]:
+def _pick(roots: Sequence[str], follower_roots: Sequence[Sequence[str]], fraction: float, seed: int) -> set[str]:
     """Components for validation: seeded order, until they weigh ``fraction`` (one stays for training)."""
     weight: dict[str, float] = defaultdict(float)
-    for item in items:
-        weight[groups.find(_keys(item)[0])] += 1
-    for item in followers:
-        for key in _keys(item):
-            weight[groups.find(key)] += 1 / len(_keys(item))
+    for root in roots:
+        weight[root] += 1
+    for item_roots in follower_roots:
+        for root in item_roots:
+            weight[root] += 1 / len(item_roots)
     order = sorted(weight)
     random.Random(seed).shuffle(order)
-    target = max(1.0, fraction * (len(items) + len(followers)))
+    target = max(1.0, fraction * (len(roots) + len(follower_roots)))
     picked: set[str] = set()
     held = 0.0
     for root in order[:-1]:
@@ -77,16 +90,3 @@ def _pick(items: Sequence[Item], followers: Sequence[Item], groups: _Groups, fra
         picked.add(root)
         held += weight[root]
     return picked
-
-
-def _place(items: Sequence[Item], followers: Sequence[Item], val_roots: set[str], groups: _Groups) -> Split:
-    out = Split([], [], [])
-    for item in items:
-        (out.val if groups.find(_keys(item)[0]) in val_roots else out.train).append(item)
-    for item in followers:
-        sides = {groups.find(k) in val_roots for k in _keys(item)}
-        if len(sides) > 1:
-            out.straddling.append(item)
-        else:
-            (out.val if sides.pop() else out.train).append(item)
-    return out

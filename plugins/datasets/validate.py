@@ -8,7 +8,7 @@ from typing import Any, Sequence
 from vlhub.core.errors import VlhubError
 from vlhub.core.types import Problem, ProgressCallback
 
-from .images import ImageInfo, check_images
+from .images import Checks, ImageInfo, check_images
 from .records import record_images, structure_problem
 
 #: problems kept in reports (the count is always complete)
@@ -75,20 +75,27 @@ def problem(item: Item, fld: str, reason: str) -> Problem:
 
 
 def validate(items: Sequence[Item], root: Path, progress: ProgressCallback | None = None,
-             rejected: Sequence[Problem] = ()) -> Validation:
-    """Check ``items`` against the image root; ``rejected`` are problems found while converting."""
+             rejected: Sequence[Problem] = (), checks: Checks | None = None) -> Validation:
+    """Check ``items`` against the image root; ``rejected`` are problems found while converting.
+
+    ``checks`` are image checks the caller started early (on the source's references).
+    """
     problems = list(rejected)
-    shaped: list[Item] = []
+    shaped: list[tuple[Item, list[Any]]] = []
     for item in items:
         found = structure_problem(item.record)
         if found:
             problems.append(problem(item, *found))
         else:
-            shaped.append(item)
-    images = check_images(str(root), (ref for item in shaped for ref in record_images(item.record)), progress)
+            shaped.append((item, record_images(item.record)))
+    refs = (ref for _, item_refs in shaped for ref in item_refs)
+    if checks is None:
+        images = check_images(str(root), refs, progress)
+    else:
+        images = checks.result(refs, progress)
     good: list[Item] = []
-    for item in shaped:
-        bad = next((images[ref] for ref in record_images(item.record) if images[ref].error), None)
+    for item, item_refs in shaped:
+        bad = next((images[ref] for ref in item_refs if images[ref].error), None)
         if bad:
             problems.append(problem(item, "image", bad.error))
         else:

@@ -21,7 +21,8 @@ def local_problems(folder: Path, files: list[fld.LocalFile], repo_id: str,
         name = repo_id.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git")
         checks["keyword"] = keyword
         if keyword.lower() not in name.lower():
-            problems.append(f"the repository name {name!r} does not contain {keyword!r} (--require-keyword)")
+            problems.append(f"the repository name {name!r} does not contain {keyword!r} (--require-keyword). "
+                            "Fix: choose a name with it, or drop --require-keyword")
     return problems, dict(checks)
 
 

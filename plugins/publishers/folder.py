@@ -80,16 +80,18 @@ def check_contents(folder: Path, files: list[LocalFile]) -> tuple[list[str], dic
                                  "tokenizer": tokenizer, "chat_template": template}
     problems = []
     if not files:
-        return [f"{folder} is empty: nothing to publish"], checks
+        return [f"{folder} is empty: nothing to publish. Fix: give the model folder `vlhub convert` wrote"], checks
     if "config.json" not in names:
-        problems.append("config.json is missing (is this a model folder? `vlhub convert` writes one)")
+        problems.append("config.json is missing (is this a model folder?). Fix: give the folder `vlhub convert` wrote")
     if not weights:
-        problems.append("no weights (*.safetensors, *.bin, *.pth) in the folder")
+        problems.append("no weights (*.safetensors, *.bin, *.pth) in the folder. Fix: copy the weight files in")
     if not tokenizer:
-        problems.append("no tokenizer files (tokenizer.model, tokenizer.json or tokenizer_config.json)")
+        problems.append("no tokenizer files (tokenizer.model, tokenizer.json or tokenizer_config.json). "
+                        "Fix: copy the base model's tokenizer files in")
     if not template:
         problems.append("no chat template (tokenizer_config.json 'chat_template' or chat_template.jinja/.json): "
-                        "others would hit 'failed to match chat template'")
+                        "others would hit 'failed to match chat template'. Fix: convert with `vlhub convert`, "
+                        "which writes the template")
     return problems, checks
 
 

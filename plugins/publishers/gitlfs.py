@@ -333,7 +333,7 @@ def git_error(what: str, stderr: str, url: str) -> VlhubError:
     text = redact(" ".join(str(stderr).split()))
     low = text.lower()
     where = redact(url)
-    if "pre-receive hook declined" in low or "[remote rejected]" in low:
+    if "pre-receive hook declined" in low or "[remote rejected]" in low or "push refused" in low:
         return VlhubError(f"{what}: {where} refused the push ({text[-300:]})",
                           "read the server's message; a size limit means a file bypassed LFS")
     if re.search(r"authentication failed|\b40[13]\b|could not read (username|password)|invalid credentials"

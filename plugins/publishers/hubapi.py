@@ -129,11 +129,11 @@ def _hf_remote(api: Any, repo_id: str) -> tuple[dict[str, RemoteFile], bytes | N
 def _hf_user(api: Any, token: str, endpoint: str) -> tuple[str, str]:
     """``(user name, problem)``: whoami with the token."""
     if not token:
-        return "", "no Hugging Face token: set HF_TOKEN or run `hf auth login`"
+        return "", "no Hugging Face token. Fix: set HF_TOKEN or run `hf auth login`"
     try:
         return str(api.whoami(token=token).get("name", "")), ""
     except Exception as exc:
-        return "", f"the Hugging Face token was rejected by {endpoint} ({redact(_short(exc))}): check HF_TOKEN"
+        return "", f"the Hugging Face token was rejected by {endpoint} ({redact(_short(exc))}). Fix: check HF_TOKEN"
 
 
 def _short(exc: BaseException) -> str:
@@ -236,13 +236,14 @@ def _ms_record(stage: Path) -> dict[str, Any]:
 
 def _ms_user(token: str, endpoint: str) -> str:
     if not token:
-        return "no ModelScope token: set MODELSCOPE_API_TOKEN (modelscope.cn, account settings, access token)"
+        return "no ModelScope token. Fix: set MODELSCOPE_API_TOKEN (modelscope.cn, account settings, access token)"
     try:
         from modelscope_hub import HubApi as Api
 
         Api(endpoint=endpoint, token=token).whoami()
     except Exception as exc:
-        return f"the ModelScope token was rejected by {endpoint} ({redact(_short(exc))}): check MODELSCOPE_API_TOKEN"
+        return (f"the ModelScope token was rejected by {endpoint} ({redact(_short(exc))}). "
+                "Fix: check MODELSCOPE_API_TOKEN")
     return ""
 
 

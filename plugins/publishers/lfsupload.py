@@ -1,8 +1,8 @@
 """Hash LFS files and upload them with ``git lfs push --object-id``, the two overlapping.
 
 Files whose hash is cached are not read again. Each hashed file is linked (not copied)
-into the staging's LFS store and queued; an uploader thread sends whatever is queued in
-one ``git lfs push`` call, so the server is busy while the next shard is being hashed.
+into the staging's LFS store and queued; two uploader threads each send whatever is queued
+in one ``git lfs push`` call, so a shard is on its way as soon as it is hashed.
 git-lfs asks the server first and skips objects it already has: that makes an
 interrupted publish resume where it stopped.
 """
@@ -12,7 +12,6 @@ import os
 import queue
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -25,8 +24,9 @@ from .gitlfs import Stage, git_error, lfs_env
 #: ``(stage, done, total)`` byte counts; stage is "hash" or "upload".
 ByteProgress = Callable[[str, int, int], None]
 _BATCH = 64
-#: Concurrent ``git lfs push`` calls: the next shard starts while the server still ingests the last.
-_UPLOADERS = 1
+#: Concurrent ``git lfs push`` calls: each shard starts as soon as it is hashed, while the server
+#: still ingests the previous one (two PUTs in flight ingest faster than one on a local server).
+_UPLOADERS = 2
 
 
 @dataclass
@@ -48,27 +48,21 @@ def send(stage: Stage, files: list[fld.LocalFile], cache: fld.HashCache, on_remo
     for uploader in uploaders:
         uploader.start()
     hash_total = sum(f.size for f in files if cache.get(f) is None)
-    hashed = [0]
-    lock = threading.Lock()
+    hashed = 0
 
     def count(n: int) -> None:
-        with lock:
-            hashed[0] += n
-            if progress:
-                progress("hash", hashed[0], hash_total)
+        nonlocal hashed
+        hashed += n
+        if progress:
+            progress("hash", hashed, hash_total)
 
-    def one(f: fld.LocalFile) -> None:
-        oid = cache.get(f) or fld.sha256_file(stage.folder / f.path, count)
-        with lock:
+    try:  # one file at a time: the first upload starts sooner, and hashing outruns any upload
+        for f in sorted(files, key=lambda f: cache.get(f) is None):
+            oid = cache.get(f) or fld.sha256_file(stage.folder / f.path, count)
             cache.put(f, oid)
             result.oids[f.path] = oid
-        if oid not in on_remote:
-            todo.put((oid, f.size, f.path))
-
-    try:
-        with ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:
-            for future in [pool.submit(one, f) for f in sorted(files, key=lambda f: cache.get(f) is None)]:
-                future.result()
+            if oid not in on_remote:
+                todo.put((oid, f.size, f.path))
     finally:
         cache.save()
         for _ in uploaders:

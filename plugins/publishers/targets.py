@@ -92,7 +92,7 @@ class OpenXLabPublisher(_GitOnly):
     def missing_token(self) -> str:
         if find_token("openxlab").found:
             return ""
-        return ("no OpenXLab token: set OPENXLAB_TOKEN to an access token with write access "
+        return ("no OpenXLab token. Fix: set OPENXLAB_TOKEN to an access token with write access "
                 "(openxlab.org.cn, account settings, access tokens)")
 
 

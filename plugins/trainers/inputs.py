@@ -123,7 +123,7 @@ def _data_file(data: Path) -> tuple[Path, Path | None]:
         if (data / name).is_file():
             return data / name, None
     raise BadInput(f"--data {data}: no prepared.json or train.json there",
-                   "prepare the data first (`vlhub data prepare SOURCE OUT`) and give --data OUT")
+                   "prepare the data first (`vlhub data prepare NAME --source DIR --out OUT`) and give --data OUT")
 
 
 def check_data(data: Path, image_root: str | None = None) -> DataInfo:

@@ -20,6 +20,8 @@ from convert_common import (check_merge, copy_remote_code, load_config, loadable
 
 TASK = "convert"
 STEPS = 5
+#: Key prefixes of xtuner's InternVL wrapper; a checkpoint with none of them belongs to another model.
+INTERNVL_KEYS = ("model.language_model.", "model.vision_model.", "model.mlp1.")
 
 
 def _image(path: str | None) -> Any:
@@ -76,6 +78,15 @@ def main() -> None:
         _protocol.fail(f"the run's base model {base} has no config.json",
                        "the conversion needs the base model folder the run trained from")
 
+    from xtuner.model.utils import guess_load_checkpoint
+
+    with stdout_to_stderr():
+        state = guess_load_checkpoint(checkpoint)
+    if not any(key.startswith(INTERNVL_KEYS) for key in state):
+        _protocol.fail(f"{checkpoint} is not a checkpoint of an InternVL model (it holds {len(state)} tensors, "
+                       f"e.g. {next(iter(state), 'none')!r}; none under {', '.join(INTERNVL_KEYS)})",
+                       "pass a checkpoint written by an xtuner InternVL run, with the config that run used")
+
     _protocol.progress(TASK, 1, STEPS, "steps", "building the model and merging LoRA (xtuner)")
     from xtuner.configs.internvl.v1_5.convert_to_official import convert_to_official
 
@@ -91,10 +102,6 @@ def main() -> None:
     verified: dict[str, Any] = {}
     if verify.get("enabled", True):
         _protocol.progress(TASK, 3, STEPS, "steps", "verifying: weights = base + LoRA delta")
-        from xtuner.model.utils import guess_load_checkpoint
-
-        with stdout_to_stderr():
-            state = guess_load_checkpoint(checkpoint)
         samples = int(verify.get("samples", 4))
         parts = {"llm": (cfg.model.get("llm_lora"), "model.language_model."),
                  "vit": (cfg.model.get("visual_encoder_lora"), "model.vision_model.")}
