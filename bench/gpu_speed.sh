@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Speed figures on the GPU, as one device command (< 10 min on an H100), on an InternVL2-2B-shaped
 # model with random weights (`vlhub dev tiny-model --size 2b`, 4.4 GB, built here, never carried):
-#   1. chat: LMDeploy (vlhub's api_server worker) vs transformers model.chat: time to first token,
-#      decode tokens/s, and decode against the memory-bandwidth bound (bench/gpu_speed_chat.py);
+#   1. chat: LMDeploy (vlhub's api_server worker, streamed through the openai SDK as vlhub's backend does)
+#      vs transformers (vlhub's chat_transformers worker): time to first token from the image files on
+#      disk + the question to the first generated token, on one small image, on a three-image turn (23
+#      tiles, ~5.9k tokens) and on a text prompt of that length; where the time goes; decode tokens/s and
+#      decode against the memory-bandwidth bound (bench/gpu_speed_chat.py);
 #   2. training: LoRA + DeepSpeed ZeRO-2 through `vlhub train` vs the same `xtuner train` command run
 #      directly: tokens/s (median iteration time after warm-up) and peak memory, read from each log.
 #
@@ -32,15 +35,13 @@ end
 begin model-2b
 "$VLHUB" dev tiny-model "$W/m2b" --size 2b --force --json | head -6
 du -sh "$W/m2b"
-"$LAUNCHER/bin/python" -c "
-from PIL import Image, ImageDraw
-im = Image.new('RGB', (448, 448), (200, 40, 30)); ImageDraw.Draw(im).ellipse((40, 40, 408, 408), fill=(240, 220, 120))
-im.save('$W/q.png')"
 end
 
 if [[ " $PARTS " == *" chat "* ]]; then
     begin chat-speed
-    timeout 330 "$SERVE/bin/python" bench/gpu_speed_chat.py "$W/m2b" "$W/q.png" "$W/speed-chat.json" --tokens 256
+    # the test images (a 448 px PNG, a 1920x1080 and a 4032x3024 JPEG) are written to $W/chat-images
+    timeout 420 "$SERVE/bin/python" bench/gpu_speed_chat.py "$W/m2b" "$W/chat-images" "$W/speed-chat.json" \
+        --tokens 256 --repeat "${REPEAT:-7}" --warmup 2
     end
 fi
 
@@ -109,6 +110,20 @@ fi
 STEP=summary
 echo "============================== SPEED =============================="
 cat "$W/versions.txt"
+if [ -f "$W/speed-chat.json" ]; then
+    "$LAUNCHER/bin/python" - "$W/speed-chat.json" <<'EOF'
+import json, sys
+d = json.load(open(sys.argv[1]))
+lmd, hf = d.get("lmdeploy", {}), d.get("transformers", {})
+for name, w in d["workloads"].items():
+    a, b = lmd.get("ttft", {}).get(name, {}), hf.get("ttft", {}).get(name, {})
+    if a and b:
+        print(f"TTFT {name:5} ({w['tiles']:2} tiles): lmdeploy {a['ttft_s'] * 1e3:7.1f} ms ({a['prompt_tokens']} tok), "
+              f"transformers {b['ttft_s'] * 1e3:7.1f} ms ({b['prompt_tokens']} tok), ratio {b['ttft_s'] / a['ttft_s']:.2f}x")
+if "multi_breakdown" in hf:
+    print("transformers multi:", json.dumps(hf["multi_breakdown"]))
+EOF
+fi
 for f in "$W"/speed-chat.json "$W"/speed-train.json; do
     [ -f "$f" ] && "$LAUNCHER/bin/python" -c "import json,sys; d=json.load(open(sys.argv[1])); print(sys.argv[1].split('/')[-1], json.dumps(d.get('ratios')))" "$f"
 done

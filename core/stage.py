@@ -13,6 +13,7 @@ created it, a ``venv/``.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -283,7 +284,8 @@ def run_worker(name: str, worker: str, args: list[str], *, progress: ProgressCal
         cls = BadInput if error.get("code") == 2 else VlhubError
         raise cls(redact(error.get("message", "failed")), redact(error.get("hint", "")))
     if code != 0 or result is None:
+        logging.getLogger(__name__).debug("%s stderr:\n%s", worker, redact(stderr))
         tail = redact(stderr.strip().splitlines()[-1] if stderr.strip() else f"exit {code}")
         raise VlhubError(f"{worker} failed in the {name} environment: {tail}",
-                         f"`vlhub env check` shows the environment; rerun with --debug for the log")
+                         "`vlhub env check` shows the environment; rerun with `vlhub --debug` for the full log")
     return result

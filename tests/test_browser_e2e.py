@@ -20,7 +20,7 @@ from conftest import ROOT, train_python
 from fixtures.datasets import make_foodieqa
 from publish_helpers import MB, make_model
 from servers.git_lfs import GitLfsServer
-from test_train_lifecycle import FAKE_XTUNER, TOTAL
+from fixtures.fake_trainer import FAKE_XTUNER, TOTAL
 from vlhub.core import runs
 from vlhub.core.lifecycle import refresh
 from vlhub.plugins.devtools.tiny_model import make_tiny_model

@@ -26,7 +26,7 @@ from fixtures.checkpoints import build_checkpoint
 from fixtures.datasets import make_clot, make_foodieqa
 from publish_helpers import MB, hub_server_class, make_model
 from servers.git_lfs import GitLfsServer
-from test_train_lifecycle import FAKE_XTUNER, TOTAL, _show, _wait
+from fixtures.fake_trainer import FAKE_XTUNER, TOTAL, show_run as _show, wait_for as _wait
 from vlhub.core import data
 from vlhub.plugins.devtools.tiny_model import make_tiny_model
 

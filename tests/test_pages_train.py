@@ -17,7 +17,7 @@ from streamlit.testing.v1 import AppTest
 from conftest import ROOT, train_python
 from fixtures.datasets import make_foodieqa
 from test_pages_data import settle
-from test_train_lifecycle import FAKE_XTUNER, TOTAL
+from fixtures.fake_trainer import FAKE_XTUNER, TOTAL
 from vlhub.core import data
 from vlhub.core.runs import list_runs, load_run
 from vlhub.plugins.devtools.tiny_model import make_tiny_model

@@ -13,39 +13,18 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Any
 
 import psutil
 
 from conftest import run_vlhub, train_python
+from fixtures.fake_trainer import FAKE_XTUNER, TOTAL, show_run as _show, wait_for as _wait
 from fixtures.datasets import make_foodieqa
 from vlhub.core import data
 from vlhub.core.runs import load_run
 from vlhub.plugins.devtools.tiny_model import make_tiny_model
 from vlhub.plugins.trainers.run_files import read_metrics, read_samples
 
-TOTAL = 8
-FAKE_XTUNER = f"""
-import os, sys, time
-config, work = sys.argv[1], sys.argv[2]
-start = int(sys.argv[sys.argv.index("--resume") + 1].split("iter_")[1].split(".")[0]) if "--resume" in sys.argv else 0
-os.makedirs(work, exist_ok=True)
-print("11/24 07:20:00 - mmengine - INFO - fake xtuner on", config, "from", start, flush=True)
-for i in range(start + 1, {TOTAL} + 1):
-    time.sleep(1.0)
-    print(f"11/24 07:20:{{i:02d}} - mmengine - INFO - Iter(train) [{{i}}/{TOTAL}]  lr: 4.0000e-05  eta: 0:00:0{{{TOTAL} - i}}  "
-          f"time: 1.0010  data_time: 0.0100  memory: 1975  loss: {{6 - i / 10:.4f}}", flush=True)
-    if i == 2:
-        print("11/24 07:20:02 - mmengine - INFO - Sample output:\\n<image>\\nDescribe this image.\\nA red bowl.\\n", flush=True)
-    if i % 2 == 0:
-        print(f"11/24 07:20:{{i:02d}} - mmengine - INFO - Saving checkpoint at {{i}} iterations", flush=True)
-        folder = os.path.join(work, f"iter_{{i}}.pth")
-        os.makedirs(folder)
-        open(os.path.join(folder, "mp_rank_00_model_states.pt"), "wb").write(b"weights")
-        open(os.path.join(work, "last_checkpoint"), "w").write(folder)
-"""
 LAUNCHER = """
 import json, sys, time
 from pathlib import Path
@@ -55,19 +34,6 @@ run = training.launch_run(plan)
 print(run.id, flush=True)
 time.sleep(600)
 """
-
-
-def _wait(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _show(run_id: str) -> dict[str, Any]:
-    return json.loads(run_vlhub("run", "show", run_id, "--json", check=True).stdout)
 
 
 def test_detached_run_stop_resume_finish(tmp_path: Path) -> None:

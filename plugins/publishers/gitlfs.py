@@ -3,11 +3,10 @@
 The model folder is staged in place: a separate ``GIT_DIR`` under ``$VLHUB_HOME/publish/``
 (one per folder + remote) has the model folder as its work tree, so nothing is copied and
 nothing is written into the folder; the staging's index and hash cache make a re-publish
-incremental. Weights never enter git as blobs: each LFS file is hashed once (streamed, in
-parallel with the upload of the ones already hashed), linked into the staging's LFS store
-and sent by ``git lfs push``; its pointer goes into the index. Small files go through
-``git add``. The commit is pushed by ``git push``, whose git-lfs pre-push hook checks once
-more that every object is on the server.
+incremental. Weights never enter git as blobs: each LFS file is hashed once (streamed),
+linked into the staging's LFS store and sent by ``git lfs push``; its pointer goes into
+the index. Small files go through ``git add``. The commit is pushed by ``git push``, whose
+git-lfs pre-push hook checks once more that every object is on the server.
 
 Credentials reach git and git-lfs only through a credential helper that reads them from
 the child's environment: never in a URL, argv, the staging's config, or an error message.
@@ -141,11 +140,14 @@ class Stage:
         """Create (or repair) the staging repository; remove locks a killed run left."""
         if self.git_dir in _READY:
             return
-        if not (self.git_dir / "HEAD").is_file():
+        if not (self.git_dir / "HEAD").is_file():  # none yet, or a killed run's half-made one
             import git
 
-            git.Repo.init(self.git_dir, bare=True, mkdir=True)
-            self.run("config", "core.bare", "false")
+            for stale in [self.git_dir, *self.dir.glob(".git-partial-*")]:
+                shutil.rmtree(stale, ignore_errors=True)
+            partial = Path(tempfile.mkdtemp(prefix=".git-partial-", dir=self.dir))
+            git.Repo.init(partial, bare=True).config_writer().set_value("core", "bare", "false").release()
+            os.replace(partial, self.git_dir)
         for name in _STALE_LOCKS:
             (self.git_dir / name).unlink(missing_ok=True)
         self.run("lfs", "install", "--local", "--skip-smudge")

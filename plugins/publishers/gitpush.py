@@ -73,7 +73,7 @@ def _plan(stage: Stage, job: GitJob, options: Mapping[str, Any], hash_all: bool,
 
 
 def preflight(job: GitJob, options: Mapping[str, Any], progress: ProgressCallback | None = None) -> Preflight:
-    """What would be sent; hashes uncached weights only for a dry run (the real publish overlaps it with the upload)."""
+    """What would be sent; hashes uncached weights only for a dry run (the real publish hashes them once, as it sends)."""
     stage = Stage(job.folder, job.remote)
     files = fld.scan(stage.folder)
     problems, checks = local_problems(stage.folder, files, job.repo_id, options)
@@ -99,7 +99,7 @@ def preflight(job: GitJob, options: Mapping[str, Any], progress: ProgressCallbac
 
 
 def publish(job: GitJob, options: Mapping[str, Any], progress: ProgressCallback | None = None) -> Published:
-    """Send the folder: LFS objects first (hash and upload overlapped), then one commit, then ``git push``."""
+    """Send the folder: LFS objects first (hashed, then one ``git lfs push``), then one commit, then ``git push``."""
     from . import lfsupload
 
     stage = Stage(job.folder, job.remote)
