@@ -9,8 +9,21 @@
 # On the device, from the repo root, with `.whl` carried:
 #   bash bench/gpu_e2e.sh            (logs and summary.json under $OUT, default /tmp/vl/out)
 # Exit 0 only when every step succeeded; a failure prints the step and the logs' tails.
+#
+# Several GPUs of one host (issue 11):  bash bench/gpu_e2e.sh --gpus 2   (or GPUS=2)
+#   the same venvs, model and data -> `vlhub train --gpus 2` with LoRA and DeepSpeed ZeRO-2, then again
+#   with ZeRO-3 (GPU_ITERS iterations each, default 40) -> `vlhub convert` of each final checkpoint ->
+#   summary: the command vlhub ran, per-rank start lines (RUN/ranks), loss first/last, conversion.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+GPUS=${GPUS:-1}
+while [ $# -gt 0 ]; do
+    case $1 in
+        --gpus) GPUS=$2; shift 2 ;;
+        --gpus=*) GPUS=${1#--gpus=}; shift ;;
+        *) echo "usage: bash bench/gpu_e2e.sh [--gpus N]" >&2; exit 2 ;;
+    esac
+done
 source bench/gpu_env.sh
 exec > >(tee "$OUT/e2e.log") 2>&1
 ITERS=${ITERS:-100} SAVE=${SAVE:-20}
@@ -57,6 +70,11 @@ versions | tee "$W/versions.txt"
 "$VLHUB" env check --json >"$W/env-check.json"
 end
 
+if [ "$GPUS" -gt 1 ]; then
+    log "multi-GPU chain on $GPUS GPUs (NCCL_NVLS_ENABLE=$NCCL_NVLS_ENABLE TORCH_SYMM_MEM_DISABLE_MULTICAST=$TORCH_SYMM_MEM_DISABLE_MULTICAST NVSHMEM_DISABLE_NVLS=$NVSHMEM_DISABLE_NVLS)"
+    nvidia-smi topo -m || true
+fi
+
 begin tiny-model
 "$VLHUB" dev tiny-model "$W/tiny" --force --json >"$W/tiny.json"
 cat "$W/tiny.json" | head -4
@@ -80,6 +98,38 @@ EOF
 "$VLHUB" data prepare foodieqa --source "$W/src/FoodieQA" --out "$W/prep" --json >"$W/prepare.json"
 "$LAUNCHER/bin/python" -c "import json,sys; d=json.load(open(sys.argv[1])); print('prepared:', d['records'])" "$W/prepare.json"
 end
+
+if [ "$GPUS" -gt 1 ]; then
+    GPU_ITERS=${GPU_ITERS:-40}
+    RUNS=()
+    for ZERO in zero2 zero3; do
+        begin "train-$ZERO"
+        "$VLHUB" train --model "$W/tiny" --data "$W/prep" --gpus "$GPUS" --deepspeed "$ZERO" --max-iters "$GPU_ITERS" \
+            --save-steps "$GPU_ITERS" --save-limit 1 --batch-size 1 --grad-accum 1 --lr 1e-3 --lora-r 16 --lora-alpha 32 \
+            --log-interval 2 --max-length 2048 --eval-image "$W/img/a.png" --eval-prompt "What dish is this?" \
+            --eval-every "$GPU_ITERS" --json >"$W/train-$ZERO.json"
+        RUN=$("$LAUNCHER/bin/python" -c "import json,sys; print(json.load(open(sys.argv[1]))['run_id'])" "$W/train-$ZERO.json")
+        RUNS+=("$RUN")
+        log "run $RUN ($ZERO): $("$LAUNCHER/bin/python" -c "import json,sys; print(' '.join(json.load(open(sys.argv[1]))['command']))" "$W/train-$ZERO.json")"
+        STATUS=$(wait_run "$RUN" 240)
+        "$VLHUB" run show "$RUN" --json >"$W/run-$ZERO.json"
+        log "$ZERO: $STATUS; ranks: $(ls -d "$VLHUB_HOME/runs/$RUN"/ranks/*/attempt_*/* 2>/dev/null | tr '\n' ' ')"
+        end
+        if [ "$STATUS" != finished ]; then
+            FAILED+=("$ZERO: the run was $STATUS")
+            "$VLHUB" run show "$RUN" --json | tail -40
+            continue
+        fi
+        begin "convert-$ZERO"
+        if ! "$VLHUB" convert "$RUN" --out "$W/model-$ZERO" --image "$W/img/b.png" --json >"$W/convert-$ZERO.json"; then
+            FAILED+=("$ZERO: vlhub convert failed")
+        fi
+        end
+    done
+    STEP=summary
+    "$LAUNCHER/bin/python" bench/gpu_summary.py --multi "$W" "$GPUS" "${RUNS[@]}" -- "${FAILED[@]}" | tee "$OUT/summary.txt"
+    exit "${PIPESTATUS[0]}"
+fi
 
 begin train
 "$VLHUB" train --model "$W/tiny" --data "$W/prep" --max-iters "$ITERS" --save-steps "$SAVE" --save-limit 3 \

@@ -11,6 +11,7 @@
 #
 # On the device, from the repo root, with `.whl` carried:  bash bench/gpu_speed.sh
 # PARTS="chat train" picks the parts; results in $OUT/speed.json and $OUT/speed.log.
+# PARTS=scale (on a machine with 2+ GPUs): training tokens/s with `vlhub train --gpus 2` vs `--gpus 1`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/gpu_env.sh
@@ -107,6 +108,63 @@ print(json.dumps(res, indent=1))
 EOF
 fi
 
+if [[ " $PARTS " == *" scale "* ]]; then
+    # Multi-GPU scaling (issue 11): the same `vlhub train` (LoRA + DeepSpeed ZeRO-2, batch 1 per GPU) with
+    # --gpus 1 and --gpus N; tokens/s = mean sample tokens x batch x GPUs / median iteration time (rank 0's
+    # log, iterations > 10). Goal: N=2 gives >= 1.7x. Needs a machine with N GPUs (nvidia-h200-x2).
+    SCALE_GPUS=${SCALE_GPUS:-$(nvidia-smi -L | wc -l)}
+    SCALE_ITERS=${SCALE_ITERS:-40}
+    [ "$SCALE_GPUS" -ge 2 ] || { log "scale: needs 2 or more GPUs, this machine has $SCALE_GPUS"; exit 1; }
+    if [ ! -f "$W/prep/prepared.json" ]; then
+        begin scale-data
+        rm -rf "$W/src" "$W/prep"
+        "$LAUNCHER/bin/python" -c "
+import sys; from pathlib import Path; sys.path.insert(0, 'tests')
+from fixtures.datasets import make_foodieqa; make_foodieqa(Path('$W/src'))"
+        "$VLHUB" data prepare foodieqa --source "$W/src/FoodieQA" --out "$W/prep" --json >/dev/null
+        end
+    fi
+    SCALE_RUNS=()
+    for G in 1 "$SCALE_GPUS"; do
+        begin "scale-gpus-$G"
+        "$VLHUB" train --model "$W/m2b" --data "$W/prep" --gpus "$G" --deepspeed zero2 --batch-size 1 --grad-accum 1 \
+            --max-iters "$SCALE_ITERS" --save-steps 1000 --log-interval 1 --max-length 4096 --lr 1e-4 --workers 2 \
+            --json >"$W/scale-$G.json"
+        RUN=$("$LAUNCHER/bin/python" -c "import json,sys; print(json.load(open(sys.argv[1]))['run_id'])" "$W/scale-$G.json")
+        SCALE_RUNS+=("$VLHUB_HOME/runs/$RUN")
+        while :; do
+            status=$("$LAUNCHER/bin/python" -c "import json,sys; print(json.load(open(sys.argv[1]))['status'])" "$VLHUB_HOME/runs/$RUN/run.json")
+            case $status in running | planned | stopping) sleep 1 ;; *) break ;; esac
+        done
+        log "scale run $RUN (--gpus $G): $status"
+        [ "$status" = finished ] || { tail -30 "$VLHUB_HOME/runs/$RUN/train.log"; exit 1; }
+        end
+    done
+    STEP=scale-compare
+    "$LAUNCHER/bin/python" - "$W/scale-1.json" "${SCALE_RUNS[0]}" "$W/scale-$SCALE_GPUS.json" "${SCALE_RUNS[1]}" \
+        "$W/speed-scale.json" <<'EOF'
+import json, re, statistics, sys
+line = re.compile(r"Iter\(train\) \[\s*(\d+)/\s*(\d+)\].*?time: ([\d.]+).*?memory: (\d+).*?loss: ([\d.]+)")
+def side(plan_path, run_dir):
+    plan = json.load(open(plan_path))
+    rows = [tuple(map(float, m.groups())) for m in map(line.search, open(run_dir + "/train.log", errors="replace")) if m]
+    gpus = plan["settings"]["gpus"] * plan["settings"]["nnodes"]
+    tokens = plan["dataset"]["tokens"]["mean"] * plan["settings"]["batch_size"] * gpus
+    median = statistics.median(r[2] for r in rows if r[0] > 10)
+    return {"gpus": gpus, "command": plan["command"], "env": {k: v for k, v in plan["env"].items() if k != "PYTHONPATH"},
+            "iterations": len(rows), "tokens_per_iteration": tokens, "median_iter_s": median,
+            "tokens_per_s": tokens / median, "peak_memory_mb": max(r[3] for r in rows),
+            "loss_first": rows[0][4], "loss_last": rows[-1][4]}
+one, many = side(sys.argv[1], sys.argv[2]), side(sys.argv[3], sys.argv[4])
+res = {"one": one, "many": many, "ratios": {"tokens_per_s_many_over_one": many["tokens_per_s"] / one["tokens_per_s"],
+                                            "goal": 1.7 if many["gpus"] == 2 else None}}
+json.dump(res, open(sys.argv[5], "w"), indent=2)
+print(json.dumps(res, indent=1))
+print(f"SCALE: {many['gpus']} GPUs {many['tokens_per_s']:.0f} tokens/s vs 1 GPU {one['tokens_per_s']:.0f} tokens/s = "
+      f"{res['ratios']['tokens_per_s_many_over_one']:.2f}x")
+EOF
+fi
+
 STEP=summary
 echo "============================== SPEED =============================="
 cat "$W/versions.txt"
@@ -120,8 +178,11 @@ for name, w in d["workloads"].items():
     if a and b:
         print(f"TTFT {name:5} ({w['tiles']:2} tiles): lmdeploy {a['ttft_s'] * 1e3:7.1f} ms ({a['prompt_tokens']} tok), "
               f"transformers {b['ttft_s'] * 1e3:7.1f} ms ({b['prompt_tokens']} tok), ratio {b['ttft_s'] / a['ttft_s']:.2f}x")
-if "multi_breakdown" in hf:
-    print("transformers multi:", json.dumps(hf["multi_breakdown"]))
+print("cpu:", d.get("cpu"))
+for name, b in hf.get("breakdown", {}).items():
+    print(f"transformers {name}:", json.dumps(b))
+if "multi_cpu_image_handling" in lmd:
+    print("lmdeploy multi, image handling alone on the CPU:", json.dumps(lmd["multi_cpu_image_handling"]))
 EOF
 fi
 for f in "$W"/speed-chat.json "$W"/speed-train.json; do

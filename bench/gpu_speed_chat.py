@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -275,6 +276,33 @@ def lmdeploy_ttft(base_url: str, loads: dict[str, dict], warmup: int, repeat: in
     return out
 
 
+def lmdeploy_cpu_image_handling(model: Path, images: list[Path], warmup: int, repeat: int) -> dict:
+    """LMDeploy's own image handling of these images, timed alone in this process on the CPU: each data: URL
+    decoded to a PIL image (``lmdeploy.vl.utils.load_image``, as the server does for a request) and
+    LMDeploy's InternVL preprocessor (dynamic tiling + torchvision transforms), which the server runs
+    per request before the engine's vision encoder and prefill."""
+    try:
+        from lmdeploy.vl.model.builder import load_vl_model
+        from lmdeploy.vl.utils import load_image as lmdeploy_load_image
+
+        vision = load_vl_model(str(model), "pytorch", trust_remote_code=True)  # the preprocessor, no weights
+        urls = [image_data_url(p) for p in images]
+        decode, preprocess = [], []
+        for i in range(warmup + repeat):
+            a = time.perf_counter()
+            pil = [lmdeploy_load_image(u) for u in urls]
+            b = time.perf_counter()
+            messages = vision.preprocess([{"role": "user", "content": [{"type": "image", "data": im} for im in pil]}])
+            c = time.perf_counter()
+            if i >= warmup:
+                decode.append(b - a)
+                preprocess.append(c - b)
+        tiles = sum(int(x["pixel_values"].shape[0]) for x in messages[-1]["content"])
+        return {"decode_s": med(decode), "preprocess_s": med(preprocess), "tiles": tiles}
+    except Exception as exc:  # a diagnostic only: never lose the run for it
+        return {"error": f"{type(exc).__name__}: {exc}"[:300]}
+
+
 def lmdeploy_part(model: Path, url: str | None, loads: dict, tokens: int, warmup: int, repeat: int) -> dict:
     worker = None
     res: dict = {}
@@ -350,46 +378,63 @@ def transformers_part(model: Path, device: str, loads: dict, tokens: int, warmup
                              "runs_s": [round(r["ttft_s"], 4) for r in runs], "prompt_tok_s": prompt_lens[-1] / ttft}
         print(f"transformers ttft {name}: {json.dumps(res['ttft'][name])}", flush=True)
 
-    # where the time of `multi` goes: each stage alone, as Chat.reply / model.chat run it
-    w = loads["multi"]
-    n_tokens = res["ttft"]["multi"]["prompt_tokens"]
+    # where the time goes: each stage of Chat.reply / model.chat alone, on each prompt
     decoder = getattr(lm, "model", None) or lm.get_decoder()
-    stages: dict[str, list[float]] = {"preprocess_s": [], "vision_s": [], "llm_prefill_s": []}
-    per_image: dict[str, list[float]] = {p.name: [] for p in w["images"]}
-    for i in range(warmup + repeat):
-        sync()
-        t = [time.perf_counter()]
-        pixels = []
-        for p in w["images"]:
-            a = time.perf_counter()
-            pixels.append(load_image(p, chat.image_size, chat.max_tiles, chat.thumbnail))
-            if i >= warmup:
-                per_image[p.name].append(time.perf_counter() - a)
-        pixel_values = torch.cat(pixels).to(net.device, net.dtype)
-        sync()
-        t.append(time.perf_counter())
-        with torch.inference_mode():
-            features = net.extract_feature(pixel_values)
+
+    def breakdown(w: dict, n_tokens: int) -> dict:
+        stages: dict[str, list[float]] = {"preprocess_s": [], "vision_s": [], "tokenize_s": [], "llm_prefill_s": []}
+        per_image: dict[str, list[float]] = {p.name: [] for p in w["images"]}
+        query = None
+        if hasattr(net, "_query"):  # vlhub's tiny-model code: the prompt string model.chat tokenizes
+            patches = [tiles_of(p, json.loads((model / "config.json").read_text())) for p in w["images"]]
+            query = net._query(worker.question(w["text"], len(w["images"])), [], patches)
+        for i in range(warmup + repeat):
+            keep = i >= warmup
+            sync()
+            t = [time.perf_counter()]
+            pixels = []
+            for p in w["images"]:
+                a = time.perf_counter()
+                pixels.append(load_image(p, chat.image_size, chat.max_tiles, chat.thumbnail))
+                if keep:
+                    per_image[p.name].append(time.perf_counter() - a)
+            if pixels:
+                pixel_values = torch.cat(pixels).to(net.device, net.dtype)
             sync()
             t.append(time.perf_counter())
-            embeds = torch.randn(1, n_tokens, features.shape[-1], device=net.device, dtype=net.dtype)
-            sync()
-            t.append(time.perf_counter())
-            hidden = decoder(inputs_embeds=embeds, use_cache=True).last_hidden_state
-            lm.lm_head(hidden[:, -1:])
-            sync()
-            t.append(time.perf_counter())
-        if i >= warmup:
-            stages["preprocess_s"].append(t[1] - t[0])
-            stages["vision_s"].append(t[2] - t[1])
-            stages["llm_prefill_s"].append(t[4] - t[3])
-        del features, embeds, hidden
-    res["multi_breakdown"] = {k: med(v) for k, v in stages.items()}
-    res["multi_breakdown"]["preprocess_per_image_s"] = {k: med(v) for k, v in per_image.items()}
-    res["multi_breakdown"]["vision_tiles"] = int(pixel_values.shape[0])
-    res["multi_breakdown"]["llm_prefill_tokens"] = n_tokens
-    res["multi_breakdown"]["llm_prefill_tok_s"] = n_tokens / res["multi_breakdown"]["llm_prefill_s"]
-    print(f"transformers multi breakdown: {json.dumps(res['multi_breakdown'])}", flush=True)
+            with torch.inference_mode():
+                if pixels:
+                    net.extract_feature(pixel_values)
+                sync()
+                t.append(time.perf_counter())
+                if query is not None:
+                    chat.tokenizer(query, return_tensors="pt")
+                t.append(time.perf_counter())
+                embeds = torch.randn(1, n_tokens, lm.config.hidden_size, device=net.device, dtype=net.dtype)
+                sync()
+                t.append(time.perf_counter())
+                hidden = decoder(inputs_embeds=embeds, use_cache=True).last_hidden_state
+                lm.lm_head(hidden[:, -1:])
+                sync()
+                t.append(time.perf_counter())
+            if keep:
+                stages["preprocess_s"].append(t[1] - t[0])
+                stages["vision_s"].append(t[2] - t[1])
+                stages["tokenize_s"].append(t[3] - t[2])
+                stages["llm_prefill_s"].append(t[5] - t[4])
+            del embeds, hidden
+        out = {k: med(v) for k, v in stages.items()}
+        if query is None:
+            del out["tokenize_s"]
+        out.update(preprocess_per_image_s={k: med(v) for k, v in per_image.items()}, llm_prefill_tokens=n_tokens)
+        out["llm_prefill_tok_s"] = n_tokens / out["llm_prefill_s"]
+        return out
+
+    res["breakdown"] = {}
+    for name, w in loads.items():
+        res["breakdown"][name] = breakdown(w, res["ttft"][name]["prompt_tokens"])
+        print(f"transformers breakdown {name}: {json.dumps(res['breakdown'][name])}", flush=True)
+    res["multi_breakdown"] = res["breakdown"]["multi"]
 
     # decode, as before: model.chat with the small image's tiles prepared once
     pixels = load_image(loads["small"]["images"][0], chat.image_size, chat.max_tiles, chat.thumbnail)
@@ -430,9 +475,8 @@ def ratios() -> dict:
         out["lmdeploy_multi_minus_text_s"] = t["multi"]["ttft_s"] - t["text"]["ttft_s"]
     if hf:
         b, t = hf["multi_breakdown"], hf["ttft"]["multi"]["ttft_s"]
-        out["transformers_multi_shares"] = {"preprocess": b["preprocess_s"] / t, "vision": b["vision_s"] / t,
-                                            "llm_prefill": b["llm_prefill_s"] / t,
-                                            "rest": 1 - (b["preprocess_s"] + b["vision_s"] + b["llm_prefill_s"]) / t}
+        parts = {k: b[f"{k}_s"] / t for k in ("preprocess", "vision", "tokenize", "llm_prefill") if f"{k}_s" in b}
+        out["transformers_multi_shares"] = {**parts, "rest": 1 - sum(parts.values())}
     return out
 
 
@@ -451,7 +495,9 @@ def main() -> None:
     parts = args.parts.split(",")
     images = make_images(args.work)
     loads = workloads(args.model, images)
-    RESULT.update(gpu=torch.cuda.get_device_name() if torch.cuda.is_available() else None, torch=torch.__version__,
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "")
+    RESULT.update(cpu=f"{cpu}, {os.cpu_count()} cores", torch=torch.__version__,
+                  gpu=torch.cuda.get_device_name() if torch.cuda.is_available() else None,
                   tokens=args.tokens, repeat=args.repeat, warmup=args.warmup, workloads=describe(loads))
     if torch.cuda.is_available():
         RESULT["copy_bandwidth_bytes_s"] = copy_bandwidth()
@@ -462,6 +508,8 @@ def main() -> None:
     save(args.out)
     if "lmdeploy" in parts:
         RESULT["lmdeploy"] = lmdeploy_part(args.model, args.lmdeploy_url, loads, args.tokens, args.warmup, args.repeat)
+        RESULT["lmdeploy"]["multi_cpu_image_handling"] = lmdeploy_cpu_image_handling(
+            args.model, loads["multi"]["images"], args.warmup, args.repeat)
         print("lmdeploy", json.dumps(RESULT["lmdeploy"]), flush=True)
         save(args.out)
     if "transformers" in parts:

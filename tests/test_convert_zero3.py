@@ -10,7 +10,7 @@ rank then runs ``sample_outputs`` (what ``InternVLSampleHook`` calls on every ra
 partitioned model, and the engine writes its ZeRO-3 checkpoint (one ``zero_pp_rank_R_*`` file pair
 per rank, frozen weights excluded, as mmengine's strategy saves). The checkpoint then goes through
 xtuner's ``guess_load_checkpoint`` (``get_state_dict_from_zero_checkpoint``: the LoRA tensors must be
-exactly the ones the ranks held) and through ``vlhub convert`` (merged = base + LoRA delta, one chat turn).
+the ones the ranks held, up to xtuner's float16 output) and through ``vlhub convert`` (merged = base + LoRA delta, one chat turn).
 """
 from __future__ import annotations
 

@@ -150,7 +150,7 @@ class InternVLSampleHook(Hook):
         model.activation_checkpointing_disable()
         llm_config.use_cache = True
         model.eval()
-        try:  # every rank generates (ZeRO-3 gathers weights collectively); rank 0 logs
+        try:  # every rank generates (ZeRO-3 gathers weights collectively; tests/test_convert_zero3.py); rank 0 logs
             outputs = sample_outputs(model.model, self.tokenizer, self.image, self.prompts,
                                      max_new_tokens or self.max_new_tokens)
         finally:
