@@ -66,7 +66,7 @@ def test_env_use_adopts_a_working_train_env(tmp_path: Path, monkeypatch) -> None
 
 
 def test_doctor_reports_tools_and_hides_tokens(monkeypatch) -> None:
-    canary = "hf_CANARYcanaryCANARYcanary0123456789"
+    canary = "hf_CANARY-not-a-token-0123456789"
     monkeypatch.setenv("HF_TOKEN", canary)
     proc = run_vlhub("doctor", "--json", check=True)
     report = json.loads(proc.stdout)

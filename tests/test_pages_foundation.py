@@ -25,7 +25,7 @@ def test_home_shows_plugins_and_envs(lang: str, tmp_path: Path, monkeypatch) -> 
 
 
 def test_environment_page_never_shows_tokens(monkeypatch) -> None:
-    canary = "hf_CANARYcanaryCANARYcanary0123456789"
+    canary = "hf_CANARY-not-a-token-0123456789"
     monkeypatch.setenv("HF_TOKEN", canary)
     at = AppTest.from_file(str(VIEWS / "environment.py"), default_timeout=30)
     at.run()
