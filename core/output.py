@@ -34,6 +34,7 @@ def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
 def tqdm_progress(enabled: bool = True) -> tuple[ProgressCallback, Callable[[], None]]:
     """A progress callback drawing one tqdm bar per task on stderr, and a function closing them."""
     bars: dict[str, tqdm] = {}
+    interactive = sys.stderr.isatty()
 
     def callback(event: Progress) -> None:
         if not enabled:
@@ -43,13 +44,13 @@ def tqdm_progress(enabled: bool = True) -> tuple[ProgressCallback, Callable[[], 
             scale = event.unit == "B"
             bar = bars[event.task] = tqdm(total=event.total, desc=event.task, unit=event.unit or "it",
                                           unit_scale=scale, unit_divisor=1024 if scale else 1000,
-                                          file=sys.stderr, leave=False, dynamic_ncols=True)
+                                          file=sys.stderr, leave=False, dynamic_ncols=True,
+                                          mininterval=0.1 if interactive else 15)
         if event.total is not None and bar.total != event.total:
             bar.total = event.total
-        bar.n = event.done
         if event.message:
             bar.set_postfix_str(redact(event.message)[:60], refresh=False)
-        bar.refresh()
+        bar.update(event.done - bar.n)  # draws at most every `mininterval` seconds (quiet in CI logs)
 
     def close() -> None:
         for bar in bars.values():
