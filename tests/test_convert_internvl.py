@@ -28,22 +28,7 @@ from vlhub.core import stage
 from vlhub.plugins.devtools.tiny_model import make_tiny_model
 from vlhub.plugins.templates import get_template, render
 
-CONFIG = """\
-from peft import LoraConfig
-from xtuner.utils import PROMPT_TEMPLATE
-
-from train_internvl import VlhubInternVL
-
-model_path = {model!r}
-prompt_template = PROMPT_TEMPLATE.phi3_chat
-model = dict(
-    type=VlhubInternVL,
-    model_path=model_path,
-    freeze_llm=True,
-    freeze_visual_encoder=True,
-    llm_lora=dict(type=LoraConfig, r=4, lora_alpha=8, lora_dropout=0.0, target_modules=None, task_type='CAUSAL_LM'),
-    visual_encoder_lora=dict(type=LoraConfig, r=4, lora_alpha=16, lora_dropout=0.0, target_modules=None))
-"""
+from fixtures.checkpoints import CONFIG
 
 SAVE = r"""
 import json, os, sys

@@ -18,7 +18,6 @@ import json
 import shutil
 import socket
 import subprocess
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,22 +27,7 @@ from conftest import ROOT, run_vlhub, train_python
 from vlhub.core import stage
 from vlhub.plugins.devtools.tiny_model import make_tiny_model
 
-CONFIG = """\
-from peft import LoraConfig
-from xtuner.utils import PROMPT_TEMPLATE
-
-from train_internvl import VlhubInternVL
-
-model_path = {model!r}
-prompt_template = PROMPT_TEMPLATE.phi3_chat
-model = dict(
-    type=VlhubInternVL,
-    model_path=model_path,
-    freeze_llm=True,
-    freeze_visual_encoder=True,
-    llm_lora=dict(type=LoraConfig, r=4, lora_alpha=8, lora_dropout=0.0, target_modules=None, task_type='CAUSAL_LM'),
-    visual_encoder_lora=None)
-"""
+from fixtures.checkpoints import CONFIG
 
 RANK = r"""
 import json, os, sys
