@@ -46,7 +46,7 @@ def rank_start_lines(run_dir: Path, lines: int = 3) -> dict[int, list[str]]:
 def multi(args: list[str]) -> int:
     """The --gpus N chain: one run per ZeRO stage, each converted."""
     cut = args.index("--") if "--" in args else len(args)
-    work, gpus, run_ids = Path(args[0]), int(args[1]), args[2:cut]
+    work, gpus = Path(args[0]), int(args[1])
     failed = [f for f in args[cut + 1:] if f]
     home = Path(os.environ["VLHUB_HOME"]) / "runs"
     summary: dict = {"gpus": gpus, "versions": (work / "versions.txt").read_text().splitlines()
