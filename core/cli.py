@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from . import __version__, cli_chat, cli_convert, cli_data, cli_dev, cli_publish, cli_train, plugins, runs, stage
+from . import __version__, cli_chat, cli_convert, cli_data, cli_publish, cli_train, plugins, runs, stage
 from .errors import VlhubError
 from .output import emit_json, say, table, tqdm_progress
 from .secrets import redact, setup_logging
@@ -192,7 +192,7 @@ def launch(host: str, port: int, no_browser: bool, allow_remote: bool) -> None:
 
 
 for _command in (cli_data.data, cli_train.train, cli_convert.convert, cli_convert.templates,
-                 cli_chat.chat, cli_chat.eval_cmd, cli_publish.publish, cli_dev.dev):
+                 cli_chat.chat, cli_chat.eval_cmd, cli_publish.publish):
     cli.add_command(_command)
 run_group.add_command(cli_train.stop)
 

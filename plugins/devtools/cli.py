@@ -5,8 +5,8 @@ from pathlib import Path
 
 import click
 
-from .errors import BadInput
-from .output import emit_json, say
+from vlhub.core.errors import BadInput
+from vlhub.core.output import emit_json, say
 
 
 @click.group()
@@ -24,7 +24,7 @@ def dev() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Output JSON.")
 def tiny_model(out: Path, llm: str, size: str, seed: int, force: bool, as_json: bool) -> None:
     """Write a random-weight InternVL2-format model folder at OUT (for tests and GPU checks)."""
-    from vlhub.plugins.devtools.tiny_model import make_tiny_model
+    from .tiny_model import make_tiny_model
 
     try:
         path = make_tiny_model(out, llm=llm, size=size, seed=seed, force=force)
