@@ -96,6 +96,13 @@ def write_generation_config(out: Path, base: Path, stop_words: list[str]) -> lis
     return ids
 
 
+def finish_folder(base: Path, out: Path, template: Mapping[str, Any]) -> tuple[list[str], list[int]]:
+    """What xtuner's save leaves out: remote code, the chat template, stop tokens; returns (copied, stop ids)."""
+    copied = copy_remote_code(base, out)
+    set_chat_template(out, template["jinja"])
+    return copied, write_generation_config(out, base, template["stop_words"])
+
+
 def lora_scale(lora: Any) -> float | None:
     """``lora_alpha / r`` (``/ sqrt(r)`` with rsLoRA) of a LoraConfig dict, None without LoRA."""
     if lora is None:

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import _protocol
-from convert_common import (check_merge, copy_remote_code, load_config, loadable, lora_scale, read_job,
-                            set_chat_template, stdout_to_stderr, write_generation_config)
+from convert_common import (check_merge, finish_folder, load_config, loadable, lora_scale, read_job,
+                            stdout_to_stderr)
 
 TASK = "convert"
 STEPS = 5
@@ -73,9 +73,7 @@ def main() -> None:
         _protocol.progress(TASK, 2, STEPS, "steps", "xtuner convert merge")
         _run_tool(merge, ["merge", str(base), adapter, str(out), "--safe-serialization"])
 
-    copied = copy_remote_code(base, out)
-    set_chat_template(out, job["template"]["jinja"])
-    stop_ids = write_generation_config(out, base, job["template"]["stop_words"])
+    copied, stop_ids = finish_folder(base, out, job["template"])
 
     verify = job.get("verify") or {}
     verified: dict[str, Any] = {}
