@@ -12,9 +12,11 @@ import webbrowser
 from pathlib import Path
 
 from .errors import BadInput, VlhubError
+from .launch_guard import LOOPBACK_NAMES
 from .stage import clean_env
 
-LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+#: The ``--host`` values that need no ``--allow-remote``: the names the Host guard always serves.
+LOCAL_HOSTS = LOOPBACK_NAMES
 
 
 def app_path() -> Path:
@@ -37,8 +39,13 @@ def free_port(host: str, wanted: int) -> int:
 
 
 def streamlit_command(host: str, port: int) -> list[str]:
-    """The exact ``streamlit run`` argv: headless, XSRF on, no file watcher, no telemetry."""
-    return [sys.executable, "-m", "streamlit", "run", str(app_path()),
+    """The exact argv: ``streamlit run`` behind the Host guard, headless, XSRF on, no file watcher, no telemetry.
+
+    :mod:`vlhub.core.launch_guard` answers 403 unless the request's Host names a loopback
+    address or ``host`` itself (DNS rebinding); ``host`` is this machine unless the user
+    passed ``--allow-remote``.
+    """
+    return [sys.executable, "-m", "vlhub.core.launch_guard", host, "--", "run", str(app_path()),
             "--server.address", host, "--server.port", str(port), "--server.headless", "true",
             "--server.fileWatcherType", "none", "--server.runOnSave", "false",
             "--server.enableXsrfProtection", "true", "--browser.gatherUsageStats", "false",
