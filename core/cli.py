@@ -146,12 +146,18 @@ def runs_cmd(kind: str | None, as_json: bool) -> None:
     from .lifecycle import refresh
 
     rows = [_run_row(refresh(r)) for r in runs.list_runs(kind)]
+    damaged = runs.damaged_runs()
+    rows += [{"id": folder.name, "kind": "", "status": "damaged", "created": "", "dir": str(folder), "error": error}
+             for folder, error in damaged]
     if as_json:
         emit_json(rows)
-    elif rows:
+        return
+    if rows:
         click.echo(table(rows, ["id", "kind", "status", "created"]))
     else:
         say("no runs yet")
+    for _, error in damaged:
+        say(f"Warning: {error}")
 
 
 @cli.group(name="run")

@@ -105,7 +105,11 @@ def train(model: Path | None, data: Path | None, resume_id: str | None, trainer:
 @click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait before killing.")
 @click.option("--json", "as_json", is_flag=True, help="Output JSON.")
 def stop(run_id: str, timeout: float, as_json: bool) -> None:
-    """Stop a running training run (all its processes); it can be resumed with `vlhub train --resume`."""
+    """Stop a running training run (all its processes); it can be resumed with `vlhub train --resume`.
+
+    Only processes proven to be the run's (pid, start time and command line as recorded when vlhub
+    started them) are signalled; a run whose process cannot be proven is `lost`: exit 2, nothing signalled.
+    """
     from vlhub.plugins.trainers import training
 
     run = training.stop_run(run_id, timeout)

@@ -2,16 +2,21 @@
 
 ``run.json`` is written atomically and under a file lock, so the launcher, the CLI
 and a detached worker can all update it. Paths stored in it are absolute.
+
+Processes vlhub starts detached are recorded with their pid, start time and a fingerprint of
+their command line (:func:`process_record`); :func:`check_process` is the one rule every caller
+uses before treating a process as vlhub's (alive, or to be signalled).
 """
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import os
 import secrets as _random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import psutil
 from filelock import FileLock
@@ -19,6 +24,7 @@ from filelock import FileLock
 from .errors import BadInput
 from .fsutil import atomic_write_json, read_json
 from .home import runs_dir
+from .secrets import redact_data
 
 RUN_FILE = "run.json"
 
@@ -50,7 +56,7 @@ class Run:
         """Merge ``fields`` into ``run.json`` (locked, atomic) and return the fresh run."""
         with FileLock(str(self.dir / ".run.lock")):
             current = read_json(self.dir / RUN_FILE, {}) or {}
-            current.update(fields)
+            current.update(redact_data(fields))  # a URL's user-info or a token typed into a field never lands here
             current["updated"] = _now()
             atomic_write_json(self.dir / RUN_FILE, current)
         self.data = current
@@ -72,41 +78,183 @@ def new_run(kind: str, **fields: Any) -> Run:
 
 
 def load_run(ref: str | Path) -> Run:
-    """A run by id or by folder path; a clear error when it does not exist."""
+    """A run by id or by folder path.
+
+    Raises:
+        BadInput: no such run, or its ``run.json`` is damaged (the message names the file).
+    """
     candidates = [Path(ref)] if os.sep in str(ref) else [runs_dir() / str(ref)]
     for folder in candidates:
-        data = read_json(folder / RUN_FILE)
+        data = read_json(folder / RUN_FILE, expect=dict)
         if data is not None:
             return Run(folder.resolve(), data)
     raise BadInput(f"no run {str(ref)!r} (no {RUN_FILE} there)",
                    "`vlhub runs` lists the runs; the folder may have been deleted")
 
 
+def _scan() -> tuple[list[Run], list[tuple[Path, str]]]:
+    good, damaged = [], []
+    folders = sorted(runs_dir().iterdir()) if runs_dir().is_dir() else []
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        try:
+            data = read_json(folder / RUN_FILE, expect=dict)
+        except BadInput as exc:
+            damaged.append((folder, exc.one_line()))
+            continue
+        if data is not None:
+            good.append(Run(folder.resolve(), data))
+    return good, damaged
+
+
 def list_runs(kind: str | None = None) -> list[Run]:
-    """Every run, newest first."""
-    runs = []
-    for folder in runs_dir().iterdir():
-        data = read_json(folder / RUN_FILE) if folder.is_dir() else None
-        if data and (kind is None or data.get("kind") == kind):
-            runs.append(Run(folder.resolve(), data))
-    return sorted(runs, key=lambda r: r.data.get("created", ""), reverse=True)
+    """Every run with a readable ``run.json`` (of ``kind``, if given), newest first; damaged ones
+    are left out here and reported by :func:`damaged_runs`."""
+    runs = [r for r in _scan()[0] if kind is None or r.data.get("kind") == kind]
+    return sorted(runs, key=lambda r: str(r.data.get("created", "")), reverse=True)
 
 
-def live_process(pid: int | None, started: float | None = None) -> psutil.Process | None:
-    """The running process ``pid``, if it is the one started at ``started`` (not a reused pid)."""
-    if not pid:
-        return None
+def damaged_runs() -> list[tuple[Path, str]]:
+    """Run folders whose ``run.json`` cannot be read: ``(folder, one-line message with the fix)``."""
+    return _scan()[1]
+
+
+#: ``check_process`` verdicts.
+OWNED, GONE, UNPROVEN = "owned", "gone", "unproven"
+#: How far a recorded start time may be from the process's (``create_time`` is rounded by the OS).
+START_TOLERANCE_S = 1.0
+
+
+def cmdline_fingerprint(argv: Sequence[str]) -> str:
+    """``sha256:HEX`` of a command line (the arguments joined by NUL), as stored in a record."""
+    return "sha256:" + hashlib.sha256("\0".join(argv).encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def process_record(proc: psutil.Process | int, prefix: str = "pid") -> dict[str, Any]:
+    """What vlhub records about a process it has just started, under ``PREFIX``, ``PREFIX_started``
+    and ``PREFIX_cmdline`` (e.g. ``pid``/``pid_started``/``pid_cmdline``, or ``train_pid``/...).
+
+    Args:
+        proc: the started process (or its pid). Call this right after ``subprocess.Popen`` returns: the
+            program has then been executed, so its command line is the one the OS shows from now on.
+        prefix: the key of the pid.
+    Returns:
+        The three fields; the start time and fingerprint are ``None`` when the process already ended
+        (such a record never proves anything, see :func:`check_process`).
+    """
+    pid = proc if isinstance(proc, int) else proc.pid
+    started, fingerprint = None, None
+    try:
+        proc = psutil.Process(pid) if isinstance(proc, int) else proc
+        started = proc.create_time()
+        deadline = time.monotonic() + 2.0
+        argv = proc.cmdline()
+        while not argv and time.monotonic() < deadline:  # the kernel may not have set up argv yet
+            time.sleep(0.01)
+            argv = proc.cmdline()
+        fingerprint = cmdline_fingerprint(argv) if argv else None
+    except psutil.Error:
+        started, fingerprint = None, None
+    return {prefix: pid, f"{prefix}_started": started, f"{prefix}_cmdline": fingerprint}
+
+
+@dataclass(frozen=True)
+class ProcessCheck:
+    """The verdict of :func:`check_process` on one recorded process.
+
+    ``state`` is :data:`OWNED` (``process`` is the live process vlhub started), :data:`GONE` (no
+    process to speak of: no pid recorded, or no live process has it) or :data:`UNPROVEN` (a live
+    process has the pid but is not provably the one vlhub started; ``reason`` says why).
+    """
+
+    state: str
+    pid: int | None = None
+    process: psutil.Process | None = None
+    reason: str = ""
+
+
+def check_process(record: Mapping[str, Any], prefix: str = "pid") -> ProcessCheck:
+    """The one rule for "is this vlhub's process?" (run.json's supervisor and training process,
+    launcher jobs): a live process is vlhub's only when its start time (``create_time``, within
+    :data:`START_TOLERANCE_S`) and its command line match what vlhub recorded when it started it
+    (:func:`process_record`).
+
+    Args:
+        record: a mapping holding ``PREFIX``, ``PREFIX_started`` and ``PREFIX_cmdline``.
+        prefix: the key of the pid (``pid``, ``train_pid``).
+    Returns:
+        A :class:`ProcessCheck`. A record without a start time or a command line (runs written by
+        vlhub 0.1, or a hand-edited ``run.json``) is never :data:`OWNED`; pid 0, pid 1 and values
+        that are not a positive pid are :data:`UNPROVEN` whatever else is recorded.
+    Raises:
+        Nothing: a process that cannot be inspected (access denied) is :data:`UNPROVEN`.
+    """
+    pid = record.get(prefix)
+    if pid is None:
+        return ProcessCheck(GONE)
+    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 1:
+        return ProcessCheck(UNPROVEN, pid if isinstance(pid, int) else None,
+                            reason=f"{prefix} {pid!r} is not a process vlhub can have started")
+    started, fingerprint = record.get(f"{prefix}_started"), record.get(f"{prefix}_cmdline")
     try:
         proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return None
-        if started is not None and abs(proc.create_time() - started) >= 1.0:
-            return None
-        return proc
+        with proc.oneshot():
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return ProcessCheck(GONE, pid)
+            created = proc.create_time()
+            argv = proc.cmdline()
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return ProcessCheck(GONE, pid)
+    except psutil.Error as exc:
+        return ProcessCheck(UNPROVEN, pid, reason=f"pid {pid} cannot be inspected ({type(exc).__name__})")
+    missing = [key for key, ok in ((f"{prefix}_started", _is_number(started)),
+                                   (f"{prefix}_cmdline", isinstance(fingerprint, str))) if not ok]
+    if missing:
+        return ProcessCheck(UNPROVEN, pid, reason=f"pid {pid} is alive but the record has no {' or '.join(missing)} "
+                                                   "to prove it is the process vlhub started")
+    if abs(created - started) >= START_TOLERANCE_S:
+        return ProcessCheck(UNPROVEN, pid, reason=f"pid {pid} started at {_stamp(created)}, not at the recorded "
+                                                   f"{_stamp(started)}")
+    if cmdline_fingerprint(argv) != fingerprint:
+        return ProcessCheck(UNPROVEN, pid, reason=f"pid {pid} runs another command line than the one recorded")
+    return ProcessCheck(OWNED, pid, proc)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _stamp(seconds: float) -> str:
+    try:
+        return _dt.datetime.fromtimestamp(seconds, _dt.timezone.utc).isoformat(timespec="seconds")
+    except (OverflowError, OSError, ValueError):
+        return repr(seconds)
+
+
+def owned_process(record: Mapping[str, Any], prefix: str = "pid") -> psutil.Process | None:
+    """The live process that ``record`` names, only when :func:`check_process` proves it is vlhub's."""
+    return check_process(record, prefix).process
+
+
+def protected_pids() -> set[int]:
+    """Pids vlhub never signals: 0, 1, this process and its ancestors (its parent first)."""
+    pids = {0, 1, os.getpid(), os.getppid()}
+    try:
+        pids.update(p.pid for p in psutil.Process().parents())
     except psutil.Error:
-        return None
+        pass
+    return pids
 
 
-def process_alive(pid: int | None, started: float | None = None) -> bool:
-    """Whether ``pid`` still runs (and is the same process, when its start time is known)."""
-    return live_process(pid, started) is not None
+def is_protected(pid: int) -> bool:
+    """Whether ``pid`` is one vlhub never signals: see :func:`protected_pids`, and any process in this
+    process's own process group. A pid whose group cannot be read is protected too."""
+    if pid in protected_pids():
+        return True
+    try:
+        return os.getpgid(pid) == os.getpgrp()
+    except ProcessLookupError:
+        return False  # gone: nothing would be signalled
+    except (OSError, OverflowError, ValueError):
+        return True

@@ -5,7 +5,8 @@ A page calls :func:`start` with a kind from :data:`CALLS` and its arguments. The
 restarted launcher never stops it; pages poll its folder under ``$VLHUB_HOME/jobs``:
 
     job.json        kind, arguments, label (written once, by the launcher)
-    launch.json     the process id (written once, by the launcher)
+    launch.json     the process's pid, start time and command-line fingerprint (written once, by the
+                    launcher; see :func:`vlhub.core.runs.process_record`)
     state.json      status, result or error (written by the job)
     progress.jsonl  the core call's progress events
     output.log      the process's own output (tracebacks of unexpected failures)
@@ -28,7 +29,7 @@ from typing import Any, Callable
 from vlhub.core.errors import VlhubError
 from vlhub.core.fsutil import atomic_write_json, read_json
 from vlhub.core.home import vlhub_home
-from vlhub.core.runs import process_alive
+from vlhub.core.runs import GONE, OWNED, check_process, process_record
 from vlhub.core.secrets import redact
 from vlhub.core.stage import clean_env
 from vlhub.core.types import Progress, ProgressCallback, to_dict
@@ -121,11 +122,16 @@ class Job:
 
     @property
     def status(self) -> str:
-        """``running``, ``done`` or ``failed`` (also when the process vanished without a word)."""
+        """``running``, ``done`` or ``failed``.
+
+        ``running`` while ``launch.json`` is not written yet, or while the process it records is provably
+        the job's (pid, start time and command line, :func:`vlhub.core.runs.check_process`); ``failed``
+        when the process vanished without a word, or when the recorded pid is held by a process that
+        cannot be proven to be the job's (an old ``launch.json`` without them, or a reused pid).
+        """
         if self.state.get("status") in ("done", "failed"):
             return self.state["status"]
-        pid = self.state.get("pid") or self.launch.get("pid")
-        if process_alive(pid) or not self.launch:
+        if not self.launch or check_process(self.launch, "pid").state == OWNED:
             return "running"
         self.state = read_json(self.dir / "state.json", {}) or {}  # it may have ended since it was read
         return self.state.get("status") if self.state.get("status") in ("done", "failed") else "failed"
@@ -141,6 +147,10 @@ class Job:
     @property
     def error(self) -> str:
         if self.status == "failed" and not self.state.get("error"):
+            check = check_process(self.launch, "pid")
+            if check.state != GONE:
+                return (f"the job's process cannot be proven to be vlhub's ({check.reason}); "
+                        f"see {self.dir / 'output.log'}")
             return f"the job ended without a result; see {self.dir / 'output.log'}"
         return self.state.get("error", "")
 
@@ -183,7 +193,8 @@ def start(kind: str, args: dict[str, Any], label: str = "") -> Job:
         proc = subprocess.Popen([sys.executable, "-m", "vlhub.streamlit_app.jobs", str(folder)],
                                 stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT,
                                 start_new_session=True, close_fds=True, env=clean_env())
-    atomic_write_json(folder / "launch.json", {"pid": proc.pid})
+    # pid, start time and command line: the job counts as running only while a process matches all three
+    atomic_write_json(folder / "launch.json", process_record(proc.pid, "pid"))
     return load(job_id)
 
 

@@ -5,13 +5,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vlhub.core import runs
-from vlhub.core.fsutil import read_json
+from vlhub.core.fsutil import read_cache
 from vlhub.core.home import vlhub_home
 from vlhub.core.lifecycle import refresh
 from vlhub.streamlit_app import jobs
 
 TRAIN_STATE = {"finished": "done", "running": "running", "starting": "running", "stopping": "running",
-               "failed": "failed", "stopped": "stopped", "planned": "todo", "created": "todo"}
+               "failed": "failed", "stopped": "stopped", "lost": "failed", "planned": "todo", "created": "todo"}
 PROVENANCE = "vlhub_provenance.json"
 
 
@@ -41,7 +41,13 @@ def latest_model() -> str:
 def models_of(run: runs.Run) -> list[Path]:
     """Converted folders whose provenance names this run."""
     return [p.parent for p in sorted(models_dir().glob(f"*/{PROVENANCE}"))
-            if ((read_json(p, {}) or {}).get("run") or {}).get("id") == run.id]
+            if _run_id(read_cache(p, {})) == run.id]
+
+
+def _run_id(provenance: dict) -> object:
+    """The run id a provenance names (``None`` when the file holds no run record)."""
+    ref = provenance.get("run")
+    return ref.get("id") if isinstance(ref, dict) else None
 
 
 def _publish_step(models: list[Path]) -> Step:

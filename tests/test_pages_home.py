@@ -38,7 +38,7 @@ def test_a_finished_converted_and_published_run(tmp_path: Path) -> None:
     data.prepare("foodieqa", make_foodieqa(tmp_path / "src"), prepared)
     alive = psutil.Process()  # a live process stands for the training (refresh checks it)
     run = runs.new_run("train", data=str(prepared)).update(status="running", progress={"iteration": 3, "total": 8},
-                                                           pid=alive.pid, pid_started=alive.create_time())
+                                                           **runs.process_record(alive, "pid"))
     states, nxt = steps()
     assert states[:3] == ["done", "running", "to do"]
     assert nxt == "Next: training is running: follow it live on the Train page."

@@ -20,7 +20,7 @@ import psutil
 from conftest import run_vlhub, train_python
 from fixtures.fake_trainer import FAKE_XTUNER, TOTAL, show_run as _show, wait_for as _wait
 from fixtures.datasets import make_foodieqa
-from vlhub.core import data
+from vlhub.core import data, runs
 from vlhub.core.runs import load_run
 from vlhub.plugins.devtools.tiny_model import make_tiny_model
 from vlhub.plugins.trainers.run_files import read_metrics, read_samples
@@ -63,6 +63,11 @@ def test_detached_run_stop_resume_finish(tmp_path: Path) -> None:
     supervisor = psutil.Process(shown["pid"])
     trainer = psutil.Process(shown["train_pid"])
     assert supervisor.is_running() and trainer.is_running()
+    # both are recorded with start time and command line, which prove them to be the run's
+    for prefix in ("pid", "train_pid"):
+        assert shown[f"{prefix}_cmdline"].startswith("sha256:") and shown[f"{prefix}_started"]
+        assert runs.check_process(shown, prefix).state == runs.OWNED
+    assert runs.check_process(shown, "train_pid").process.cmdline()[:2] == [sys.executable, str(fake)]
     assert os.getsid(supervisor.pid) != os.getsid(os.getpid())  # its own session: no SIGHUP from a terminal
 
     stopped = json.loads(run_vlhub("run", "stop", run_id, "--json", check=True).stdout)

@@ -1,7 +1,8 @@
 """The detached supervisor of one training run: ``python -m vlhub.plugins.trainers.supervisor RUN_DIR``.
 
 Started in its own session by the trainer's ``launch``, it starts the command recorded in
-``run.json`` (``plan.command``, with its own environment), follows ``train.log`` into
+``run.json`` (``plan.command``, with its own environment; its pid, start time and command-line
+fingerprint go to ``train_pid``/``train_pid_started``/``train_pid_cmdline``), follows ``train.log`` into
 ``metrics.jsonl`` / ``samples.jsonl`` and ``run.json``'s ``progress``, and when the command
 ends records the outcome judged from the log and the checkpoints. It needs only the
 launcher's light packages and keeps working when the launcher is closed or killed.
@@ -15,9 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
-
-from vlhub.core.runs import load_run
+from vlhub.core.runs import load_run, process_record
 
 from .run_files import LOG, METRICS, SAMPLES, append_jsonl, outcome
 from .xtuner_log import LogParser
@@ -64,7 +63,8 @@ def supervise(run_dir: Path) -> None:
     with open(run_dir / LOG, "ab") as sink:
         child = subprocess.Popen(run.data["plan"]["command"], cwd=run_dir, env=dict(os.environ),
                                  stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT)
-    run.update(train_pid=child.pid, train_pid_started=_create_time(child.pid))
+    # the training process's pid, start time and command line: what `vlhub run stop` checks before signalling it
+    run.update(**process_record(child.pid, "train_pid"))
     while child.poll() is None:
         follower.poll()
         time.sleep(POLL_SECONDS)
@@ -72,13 +72,6 @@ def supervise(run_dir: Path) -> None:
     stopping = load_run(run_dir).status == "stopping"
     load_run(run_dir).update(**outcome(run_dir, stopping), exit_code=child.returncode,
                                  ended=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
-
-
-def _create_time(pid: int) -> float | None:
-    try:
-        return psutil.Process(pid).create_time()
-    except psutil.Error:
-        return None
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Training runs for the CLI and the Train page: one function per action, on any registered trainer.
 
 ``plan_run`` creates the run folder and plans (what ``--dry-run`` shows); ``launch_run`` starts
-it detached; ``stop_run``, ``resume_run`` act on a run id; ``run_view`` gathers what a page
+it detached; ``stop_run``, ``resume_run`` act on a run id (``stop_run`` signals only processes
+proven to be the run's, see :func:`vlhub.core.runs.check_process`); ``run_view`` gathers what a page
 shows (state, metrics, samples, checkpoints, per-rank logs, log tail).
 """
 from __future__ import annotations
@@ -46,7 +47,18 @@ def launch_run(plan: TrainPlan) -> Run:
 
 
 def stop_run(run_id: str, timeout: float = 30.0) -> Run:
-    """Stop a running run (its whole process tree) and record ``stopped``."""
+    """Stop a running run (its whole process tree) and record ``stopped``.
+
+    Args:
+        run_id: the run's id (or folder).
+        timeout: seconds between SIGTERM and SIGKILL.
+    Returns:
+        The run after the stop.
+    Raises:
+        BadInput: no such run; the run is not running; or its recorded process cannot be proven to be
+            the one vlhub started (pid, start time and command line, :func:`vlhub.core.runs.check_process`):
+            the run is then ``lost`` and nothing is signalled.
+    """
     run = refresh(load_run(run_id))
     _trainer(run).stop(run.dir, timeout)
     return load_run(run.dir)

@@ -3,7 +3,9 @@
 ``plan`` checks the inputs, writes ``config.py`` (+ the model class in ``code/``) into the run
 folder and builds the dataset on the CPU in the train stage env (one worker call);
 ``launch`` starts the detached supervisor; ``status``/``stop``/``resume``/``checkpoints``
-work from the run folder alone.
+work from the run folder alone. ``status`` and ``stop`` treat a recorded process as the run's only when
+:func:`vlhub.core.runs.check_process` proves it (pid, start time and command line as recorded);
+otherwise the run is ``lost`` and nothing is signalled.
 """
 from __future__ import annotations
 
@@ -19,8 +21,8 @@ import psutil
 from vlhub.core import stage
 from vlhub.core.errors import BadInput, MissingDependency
 from vlhub.core.fsutil import atomic_write_text
-from vlhub.core.lifecycle import ACTIVE
-from vlhub.core.runs import live_process, load_run
+from vlhub.core.lifecycle import ACTIVE, LOST, lost_message
+from vlhub.core.runs import GONE, OWNED, UNPROVEN, Run, check_process, is_protected, load_run, process_record
 from vlhub.core.types import Checkpoint, TrainPlan, to_dict
 
 from . import inputs, launch_spec, run_files, xtuner_config
@@ -28,6 +30,10 @@ from .checkpoints import last_complete, list_checkpoints
 from .processes import start_detached, terminate_tree
 from .settings import OPTIONS, Settings, from_public, parse
 from .xtuner_log import parse_file
+
+
+#: Fields that name the training process of a launch, cleared when a run is (re)launched.
+_FORGET_TRAIN_PID = {"train_pid": None, "train_pid_started": None, "train_pid_cmdline": None}
 
 
 def _batch_fits(s: Settings, samples: int, model: inputs.ModelInfo) -> None:
@@ -123,35 +129,65 @@ class XtunerTrainer:
         env = stage.clean_env(plan.env, python)
         # the plan is recorded first (the supervisor reads its command); the status turns active only
         # once the pid is known, so `vlhub runs` never sees an active run without a process
-        run.update(plan=to_dict(plan), error=None, rank_errors=None, log_tail=None, ended=None)
+        # (a resumed run forgets the previous training process: its pid may be reused by now)
+        run.update(plan=to_dict(plan), error=None, rank_errors=None, log_tail=None, ended=None, lost_reason=None,
+                   lost_pid=None, **_FORGET_TRAIN_PID)
         argv = [sys.executable, "-m", "vlhub.plugins.trainers.supervisor", str(plan.run_dir)]
         proc = start_detached(argv, env, plan.run_dir, plan.run_dir / "supervisor.log")
-        run.update(status="running", pid=proc.pid, pid_started=proc.create_time(),
-                   started=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        # pid, start time and command line: `vlhub run stop` signals only the process they describe
+        run.update(status="running", **process_record(proc, "pid"), started=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
         return proc.pid
 
     def status(self, run_dir: Path) -> dict[str, Any]:
-        """The run's state from its folder; without a live supervisor, the log is read here instead."""
+        """The run's state from its folder; without a live supervisor, the log is read here instead.
+
+        Returns:
+            ``status`` (and ``progress``) while the supervisor or the training process is provably
+            vlhub's (:func:`vlhub.core.runs.check_process`); for an active run whose recorded process is
+            alive but not provably vlhub's, ``status: lost`` with ``lost_reason``; else the outcome judged
+            from the log (``finished``/``stopped``/``failed``). Nothing is signalled.
+        """
         run = load_run(run_dir)
-        if live_process(run.data.get("pid"), run.data.get("pid_started")):
+        supervisor = check_process(run.data, "pid")
+        if supervisor.state == OWNED:
             return {"status": run.status, "progress": run.data.get("progress")}
         if run.status in ACTIVE:
             run_files.rebuild_records(run.dir)
-            if live_process(run.data.get("train_pid"), run.data.get("train_pid_started")):
+            trainer = check_process(run.data, "train_pid")
+            if trainer.state == OWNED:
                 return {"status": run.status, "progress": parse_file(run.dir / run_files.LOG).summary()}
+            for check in (supervisor, trainer):
+                if check.state == UNPROVEN:
+                    return {"status": LOST, "lost_reason": check.reason, "lost_pid": check.pid}
         return run_files.outcome(run.dir, stopping=run.status == "stopping")
 
     def stop(self, run_dir: Path, timeout: float = 30.0) -> dict[str, Any]:
+        """SIGTERM the run's training process tree (then SIGKILL after ``timeout`` s) and record ``stopped``.
+
+        Only processes proven to be this run's (:func:`vlhub.core.runs.check_process`: pid, start time
+        and command line as recorded when vlhub started them) are signalled, never a protected one
+        (:func:`vlhub.core.runs.is_protected`).
+
+        Returns:
+            The run's ``run.json`` after the stop.
+        Raises:
+            BadInput: the run is not active; or it is (or turns out) ``lost``: a live process holds a
+                recorded pid but cannot be proven to be vlhub's (the run is recorded ``lost``); or a proven
+                process is this command's own, an ancestor or in its process group. Nothing is signalled then.
+        """
         run = load_run(run_dir)
+        if run.status == LOST:
+            raise BadInput(*lost_message(run))
         if run.status not in ACTIVE:
             raise BadInput(f"run {run.id} is {run.status}, not running", "`vlhub runs` shows which runs are running")
+        supervisor = self._owned_or_refuse(run, "pid")
+        self._owned_or_refuse(run, "train_pid")
         run.update(status="stopping")
-        supervisor = live_process(run.data.get("pid"), run.data.get("pid_started"))
         deadline = time.monotonic() + 10
         while supervisor and not load_run(run_dir).data.get("train_pid") and time.monotonic() < deadline:
             time.sleep(0.2)  # the supervisor is still starting the command
         run = load_run(run_dir)
-        target = live_process(run.data.get("train_pid"), run.data.get("train_pid_started")) or supervisor
+        target = self._owned_or_refuse(run, "train_pid") or supervisor
         if target:
             terminate_tree(target, timeout)
         if supervisor:
@@ -164,10 +200,33 @@ class XtunerTrainer:
             run.update(**run_files.outcome(run.dir, stopping=True))
         return load_run(run_dir).data
 
+    @staticmethod
+    def _owned_or_refuse(run: Run, prefix: str) -> psutil.Process | None:
+        """The live process ``run.json`` records under ``prefix`` when it is provably vlhub's and may be
+        signalled; ``None`` when there is none; a ``BadInput`` (the run recorded ``lost`` first when the
+        process cannot be proven) otherwise."""
+        check = check_process(run.data, prefix)
+        if check.state == UNPROVEN:
+            run.update(status=LOST, lost_reason=check.reason, lost_pid=check.pid)
+            raise BadInput(*lost_message(run))
+        if check.process is not None and is_protected(check.process.pid):
+            raise BadInput(f"run {run.id}: pid {check.pid} is this command's own process, an ancestor of it or in "
+                           "its process group; nothing was signalled",
+                           f"run `vlhub run stop {run.id}` from another shell")
+        return check.process
+
     def resume(self, run_dir: Path) -> TrainPlan:
         run = load_run(run_dir)
         if run.status in ACTIVE:
             raise BadInput(f"run {run.id} is still {run.status}", f"stop it first: `vlhub run stop {run.id}`")
+        if run.status == LOST:
+            for prefix in ("pid", "train_pid"):
+                check = check_process(run.data, prefix)
+                if check.state != GONE:
+                    raise BadInput(f"run {run.id} is lost and a process still holds its recorded {prefix} "
+                                   f"{check.pid}; resuming could start a second training in the same folder",
+                                   f"check it with `ps -o pid,lstart,args -p {check.pid}` and end it yourself if "
+                                   "it is this run's, then resume")
         if "plan" not in run.data:
             raise BadInput(f"run {run.id} was never planned", "start a new run with `vlhub train`")
         checkpoint = last_complete(run.dir / run_files.WORK)
