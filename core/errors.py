@@ -2,10 +2,13 @@
 
 A :class:`VlhubError` carries a one-line ``message`` (what is wrong, and where)
 and a ``hint`` (the fix). The CLI prints both on one line and exits with
-``exit_code``; the launcher shows them in an error box. Messages pass through
-:func:`vlhub.core.secrets.redact` before they are shown.
+``exit_code``; the launcher shows them in an error box. :meth:`VlhubError.one_line`
+passes through :func:`vlhub.core.secrets.redact`, so no page or command can show a token
+or a URL's user-info from a message.
 """
 from __future__ import annotations
+
+from .secrets import redact
 
 
 class VlhubError(Exception):
@@ -20,11 +23,11 @@ class VlhubError(Exception):
         super().__init__(self.one_line())
 
     def one_line(self) -> str:
-        """``where: message. Fix: hint`` on a single line."""
+        """``where: message. Fix: hint`` on a single line, secrets redacted."""
         text = f"{self.where}: {self.message}" if self.where else self.message
         if self.hint:
             text = f"{text.rstrip('.')}. Fix: {self.hint}"
-        return " ".join(text.split())
+        return redact(" ".join(text.split()))
 
 
 class BadInput(VlhubError):
