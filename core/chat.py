@@ -166,8 +166,9 @@ def _prepared(data: str | Path) -> tuple[Path, Path]:
     """(folder, image root) of a prepared dataset folder or of a file inside one."""
     path = Path(data).expanduser().resolve()
     folder = path if path.is_dir() else path.parent
-    manifest = read_json(folder / "prepared.json") or {}
-    return folder, Path(manifest.get("image_root") or folder)
+    manifest = read_json(folder / "prepared.json", {}, expect=dict)
+    root = manifest.get("image_root")
+    return folder, Path(root) if isinstance(root, str) and root else folder
 
 
 def _plain(text: str) -> str:
@@ -185,8 +186,9 @@ def load_mc(data: str | Path) -> list[dict[str, Any]]:
     folder, root = _prepared(data)
     path = Path(data).expanduser().resolve()
     path = path if path.is_file() else folder / "val_mc.json"
-    items = read_json(path)
-    if not isinstance(items, list) or not items:
+    items = read_json(path, [], expect=list)
+    items = [item for item in items if isinstance(item, dict)]
+    if not items:
         raise BadInput(f"{data}: no multiple-choice validation items (looked for {path})",
                        "give a folder prepared by `vlhub data prepare` with a validation split")
     return [{**item, "images": _images(item, root)} for item in items]
@@ -195,10 +197,11 @@ def load_mc(data: str | Path) -> list[dict[str, Any]]:
 def examples(data: str | Path, limit: int = 12) -> list[dict[str, Any]]:
     """Example prompts with their images from a prepared folder (val.json, else train.json)."""
     folder, root = _prepared(data)
-    records = read_json(folder / "val.json") or read_json(folder / "train.json") or []
+    records = read_json(folder / "val.json", [], expect=list) or read_json(folder / "train.json", [], expect=list)
     out = []
-    for record in records[:limit]:
-        human = next((c["value"] for c in record.get("conversations", []) if c.get("from") == "human"), "")
+    for record in [r for r in records if isinstance(r, dict)][:limit]:
+        turns = record.get("conversations") if isinstance(record.get("conversations"), list) else []
+        human = next((c["value"] for c in turns if isinstance(c, dict) and c.get("from") == "human"), "")
         out.append({"prompt": _plain(human), "images": _images(record, root)})
     return out
 

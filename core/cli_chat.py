@@ -9,6 +9,7 @@ import click
 
 from . import chat as chatapi
 from .errors import BadInput
+from .fsutil import atomic_write_text, check_output_file
 from .output import emit_json, say, table, tqdm_progress
 from .types import GenerationSettings
 
@@ -85,7 +86,7 @@ def model_flags(func: Any) -> Any:
 @click.option("--temperature", type=float, default=0.7, show_default=True, help="0 = greedy.")
 @click.option("--top-p", type=float, default=0.8, show_default=True)
 @click.option("--max-new-tokens", type=int, default=512, show_default=True)
-@click.option("--export", "export_to", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--export", "export_to", type=click.Path(path_type=Path),
               help="Write the conversation at the end (.json or .md).")
 @click.option("--json", "as_json", is_flag=True, help="Print the conversation as JSON instead of the answer.")
 def chat(model: str | None, images: tuple[str, ...], message: str | None, backend: str | None,
@@ -97,6 +98,8 @@ def chat(model: str | None, images: tuple[str, ...], message: str | None, backen
     With --message: one question, one answer. Otherwise turns are read from stdin.
     """
     checked = [str(chatapi.check_image(p)) for p in images]
+    if export_to:
+        export_to = check_output_file(export_to, "--export")
     settings = GenerationSettings(temperature, top_p, max_new_tokens)
     options = _backend_options(base_url, engine, tp, session_len, device)
     with _open(model, model_name, backend, options, settings) as convo:
@@ -110,8 +113,7 @@ def chat(model: str | None, images: tuple[str, ...], message: str | None, backen
         if as_json:
             emit_json(convo.to_data())
         if export_to:
-            export_to.write_text(chatapi.export(convo, "md" if export_to.suffix == ".md" else "json"),
-                                 encoding="utf-8")
+            atomic_write_text(export_to, chatapi.export(convo, "md" if export_to.suffix == ".md" else "json"))
 
 
 @click.command(name="eval")

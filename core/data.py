@@ -100,7 +100,7 @@ def stats(folder: Path) -> dict[str, Any]:
     folder = Path(folder).expanduser().resolve()
     manifest = load_manifest(folder)
     return {"folder": str(folder), "dataset": manifest["dataset"], "image_root": manifest["image_root"],
-            "dropped": manifest["dropped"], **read_json(folder / "stats.json", {})}
+            "dropped": manifest["dropped"], **read_json(folder / "stats.json", {}, expect=dict)}
 
 
 def preview(folder: Path, split: str = "train", n: int = 5) -> list[dict[str, Any]]:
@@ -114,9 +114,9 @@ def preview(folder: Path, split: str = "train", n: int = 5) -> list[dict[str, An
         raise BadInput(f"no split {split!r} in {folder} (splits: {', '.join(manifest['files'])})",
                        "choose one of the listed splits")
     root = Path(manifest["image_root"])
-    rows = read_json(Path(manifest["files"][split]), [])[:n]
+    rows = read_json(Path(manifest["files"][split]), [], expect=list)[:n]
     return [{**row, "images": [str(root / ref) for ref in record_images(row) if isinstance(ref, str)]}
-            for row in rows]
+            for row in rows if isinstance(row, dict)]
 
 
 def download(name: str, out: Path, *, token: str | None = None,

@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+from .errors import BadInput
+
 
 def timestamp() -> float:
     """Seconds since the epoch for timestamps written into outputs: ``$SOURCE_DATE_EPOCH`` when set
@@ -63,12 +65,60 @@ def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
-def read_json(path: Path, default: Any = None) -> Any:
-    """Load a JSON file, or ``default`` when it does not exist."""
+def read_json(path: Path, default: Any = None, *, expect: type | None = None) -> Any:
+    """Load a JSON file (a state file vlhub or the user wrote).
+
+    Args:
+        path: the file.
+        default: returned when the file does not exist.
+        expect: the type the top-level value must have (``dict`` or ``list``), if any.
+
+    Returns:
+        The parsed value, or ``default``.
+
+    Raises:
+        BadInput: the file is not UTF-8 JSON, or not of type ``expect`` (exit 2; the message
+            names the file and the fix), or cannot be read (a folder, no permission).
+    """
+    path = Path(path)
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
+        value = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return default
+    except json.JSONDecodeError as exc:
+        raise BadInput(f"{path} is damaged: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})",
+                       _REPAIR.get(path.name, "repair it, or delete it and redo the step that wrote it")) from exc
+    except UnicodeDecodeError as exc:
+        raise BadInput(f"{path} is damaged: not UTF-8 text", _REPAIR.get(path.name, "repair or delete it")) from exc
+    except OSError as exc:
+        raise BadInput(f"cannot read {path}: {exc.strerror or exc}", "check the path and its permissions") from exc
+    if expect is not None and not isinstance(value, expect):
+        raise BadInput(f"{path} is damaged: a JSON {_JSON_NAMES.get(expect, expect.__name__)} was expected, "
+                       f"found {_JSON_NAMES.get(type(value), type(value).__name__)}",
+                       _REPAIR.get(path.name, "repair it, or delete it and redo the step that wrote it"))
+    return value
+
+
+def read_cache(path: Path, default: Any, *, expect: type = dict) -> Any:
+    """A JSON file vlhub can rebuild (a hash cache, a resume tracker): ``default`` when it is
+    missing or damaged, so a damaged cache costs time, never a failed command."""
+    try:
+        return read_json(path, default, expect=expect)
+    except BadInput:
+        return default
+
+
+_JSON_NAMES = {dict: "object", list: "array", str: "string", int: "number", float: "number", bool: "boolean",
+               type(None): "null"}
+#: The fix for a damaged state file, by file name.
+_REPAIR = {
+    "run.json": "the run's record is lost: delete the run folder (its checkpoints stay usable with `vlhub convert PATH`)",
+    "prepared.json": "prepare the data again with `vlhub data prepare ... --force`",
+    "stats.json": "prepare the data again with `vlhub data prepare ... --force`",
+    "val_mc.json": "prepare the data again with `vlhub data prepare ... --force`",
+    "vlhub_provenance.json": "repair it, or delete it (it only feeds the model card)",
+    "env.json": "recreate the environment with `vlhub env create NAME`",
+}
 
 
 def _pid_alive(pid: int) -> bool:
@@ -95,15 +145,76 @@ def _clean_leftovers(target: Path) -> None:
             shutil.rmtree(entry, ignore_errors=True)
 
 
+def check_output_file(path: Path, flag: str) -> Path:
+    """Check, before any work, that a result can be written to ``path`` (checked outputs first, so
+    that an answer or an evaluation is never lost to a typo in the output path).
+
+    Args:
+        path: the file the user named.
+        flag: the option it came from, named in the message (e.g. ``--export``).
+
+    Returns:
+        The absolute path.
+
+    Raises:
+        BadInput: ``path`` is a folder, its folder does not exist or is not a folder, or it cannot
+            be written there (permissions, a read-only file system).
+    """
+    path = Path(path).expanduser().absolute()
+    if path.is_dir():
+        raise BadInput(f"{flag} {path} is a folder", f"give a file name, e.g. {flag} {path / 'chat.json'}")
+    parent = path.parent
+    if not parent.is_dir():
+        raise BadInput(f"{flag} {path}: the folder {parent} does not exist", f"create it first (mkdir -p {parent})")
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise BadInput(f"{flag} {path}: cannot write there (permission denied or read-only)",
+                       "choose a folder you can write to")
+    return path
+
+
+def check_replaceable(target: Path, marker: str, *, force: bool, flag: str = "--out") -> None:
+    """The ``--force`` rule: an existing output folder is replaced only when vlhub wrote it.
+
+    Args:
+        target: the output folder.
+        marker: the file vlhub writes last into such a folder (``prepared.json``,
+            ``vlhub_provenance.json``, ...): its presence proves the folder is vlhub's.
+        force: whether the user asked to replace an existing folder.
+        flag: the option the user gave ``target`` with, named in the message.
+
+    Raises:
+        BadInput: ``target`` is a file; or a non-empty folder and ``force`` is off; or a
+            non-empty folder without ``marker`` (a folder of the user's files is never replaced).
+    """
+    target = Path(target)
+    if target.exists() and not target.is_dir():
+        raise BadInput(f"{flag} {target} is a file", "choose a folder path")
+    if not target.is_dir() or not any(target.iterdir()):
+        return
+    if not force:
+        raise BadInput(f"{flag} {target} already exists and is not empty",
+                       f"choose another {flag}, or pass --force to replace it once the new folder is complete")
+    if not (target / marker).is_file():
+        raise BadInput(f"{flag} {target} holds files vlhub did not write (no {marker}): --force replaces only "
+                       "a folder vlhub wrote, or an empty one", f"choose another {flag} (a new or empty folder)")
+
+
 @contextlib.contextmanager
-def atomic_dir(target: Path, *, force: bool = False) -> Iterator[Path]:
+def atomic_dir(target: Path, *, force: bool = False, marker: str = "") -> Iterator[Path]:
     """Build a folder in a temporary sibling and rename it to ``target`` when the block succeeds.
 
     On any exception the temporary folder is removed and ``target`` is untouched.
-    With ``force`` an existing ``target`` is replaced only after the new one is complete.
+    With ``force`` an existing ``target`` is replaced only after the new one is complete, and
+    only when :func:`check_replaceable` allows it (``marker`` present, or the folder empty).
     Leftovers of a killed earlier call for the same ``target`` are cleaned up first.
+
+    Raises:
+        BadInput: what :func:`check_replaceable` raises, before anything is built.
+        FileExistsError: ``target`` appeared while the new folder was being built (without ``force``).
     """
     target = Path(target)
+    if force:
+        check_replaceable(target, marker, force=True)
     target.parent.mkdir(parents=True, exist_ok=True)
     _clean_leftovers(target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-{os.getpid()}-", dir=target.parent))
@@ -113,6 +224,7 @@ def atomic_dir(target: Path, *, force: bool = False) -> Iterator[Path]:
         if target.exists():
             if not force:
                 raise FileExistsError(target)
+            check_replaceable(target, marker, force=True)  # it may have changed while we built
             old = target.with_name(f".{target.name}.old-{os.getpid()}")
             os.replace(target, old)
             os.replace(tmp, target)

@@ -98,7 +98,7 @@ def _venv_python(folder: Path) -> Path:
 
 def python_for(name: str) -> Path | None:
     """The Python of a stage environment, if one is created or adopted."""
-    info = read_json(env_folder(name) / "env.json") or {}
+    info = read_json(env_folder(name) / "env.json", {}, expect=dict)
     python = info.get("python")
     if python and Path(python).exists():
         return Path(python)
@@ -141,7 +141,7 @@ def gpu_summary() -> str | None:
 def check(name: str) -> EnvStatus:
     """Versions, missing packages and GPU visibility of one stage environment (fast)."""
     folder = env_folder(name)
-    info = read_json(folder / "env.json") or {}
+    info = read_json(folder / "env.json", {}, expect=dict)
     python = python_for(name)
     status = EnvStatus(name, str(python) if python else None, adopted=bool(info.get("adopted")),
                        gpu=gpu_summary())

@@ -13,6 +13,9 @@ from pathlib import Path
 
 from vlhub.core import runs
 from vlhub.core.errors import BadInput
+from vlhub.core.fsutil import check_replaceable
+
+from .provenance import PROVENANCE
 
 EXPECTED = ("an xtuner checkpoint: an iter_N.pth file or a DeepSpeed iter_N.pth/ folder "
             "holding mp_rank_00_model_states.pt")
@@ -120,8 +123,5 @@ def check_output(out: Path, source: Source, force: bool) -> Path:
     if out == ckpt or ckpt in out.parents or out in ckpt.parents:
         raise BadInput(f"--out {out} is inside (or contains) the checkpoint {ckpt}",
                        "choose an output folder outside the checkpoint, e.g. next to the run")
-    if out.exists() and not out.is_dir():
-        raise BadInput(f"--out {out} is a file", "choose a folder path")
-    if out.exists() and not force:
-        raise BadInput(f"--out {out} already exists", "pass --force to replace it once the new folder is complete")
+    check_replaceable(out, PROVENANCE, force=force)
     return out

@@ -74,7 +74,7 @@ class XtunerConverter:
         template = choose_template(base, options.get("template"), info.get("prompt_template"))
         verify = {"enabled": bool(options.get("verify", True)), "image": options.get("image"), "samples": 4}
         try:
-            with atomic_dir(out, force=bool(options.get("force"))) as tmp, \
+            with atomic_dir(out, force=bool(options.get("force")), marker=provenance.PROVENANCE) as tmp, \
                     tempfile.TemporaryDirectory(prefix="vlhub-convert-") as jobs:
                 job = Path(jobs) / "job.json"
                 job.write_text(json.dumps({"config": str(found.config), "checkpoint": str(found.checkpoint),
@@ -97,7 +97,7 @@ class XtunerConverter:
 
     def _facts(self, found: Source, info: Mapping[str, Any], template: ChatTemplate,
                result: Mapping[str, Any]) -> dict[str, Any]:
-        env = read_json(stage.env_folder("train") / "env.json", {}) or {}
+        env = read_json(stage.env_folder("train") / "env.json", {}, expect=dict)
         run = {"id": found.run.id, "dir": str(found.run.dir)} if found.run else None
         return {"converter": self.name, "base_model": result["base_model"], "run": run,
                 "checkpoint": {"path": str(found.checkpoint), "layout": found.layout, "step": found.step},

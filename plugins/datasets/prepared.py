@@ -26,7 +26,7 @@ from typing import Any, Iterator, Mapping
 
 from vlhub.core import __version__
 from vlhub.core.errors import BadInput
-from vlhub.core.fsutil import atomic_dir, atomic_write_json, atomic_write_text, read_json, timestamp
+from vlhub.core.fsutil import atomic_dir, check_replaceable, atomic_write_json, atomic_write_text, read_json, timestamp
 from vlhub.core.types import PreparedData, Progress, ProgressCallback
 
 from .images import can_fork
@@ -47,11 +47,7 @@ def check_out(source: Path, out: Path, force: bool) -> None:
     if out == src_dir or out.is_relative_to(src_dir) or src_dir.is_relative_to(out):
         raise BadInput(f"the output folder {out} overlaps the source folder {src_dir}",
                        "choose an --out outside the source folder (the source is never modified)")
-    if out.exists() and not out.is_dir():
-        raise BadInput(f"{out} exists and is not a folder", "choose another --out")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise BadInput(f"the output folder {out} already exists and is not empty",
-                       "choose another --out, or pass --force to replace it")
+    check_replaceable(out, MANIFEST, force=force)
 
 
 def finish(out: Path, *, dataset: str, source: Path, image_root: Path, validation: Validation, split: Split,
@@ -81,7 +77,7 @@ def finish(out: Path, *, dataset: str, source: Path, image_root: Path, validatio
     lists = {f"{name}.json": [item.record for item in items] for name, items in splits.items()}
     if mc:
         lists["val_mc.json"] = mc
-    with atomic_dir(out, force=force) as tmp:
+    with atomic_dir(out, force=force, marker=MANIFEST) as tmp:
         with _writing(tmp, lists):  # the record files are written while the stats are computed
             stats = compute(splits, validation.images)
         report_progress(Progress("write", len(splits), len(splits) + 3, "file"))
@@ -128,7 +124,7 @@ def _write_records(path: Path, records: list[dict[str, Any]]) -> None:
 
 def load_manifest(folder: Path) -> dict[str, Any]:
     """The manifest of a complete prepared folder; :class:`BadInput` when there is none."""
-    manifest = read_json(Path(folder) / MANIFEST)
+    manifest = read_json(Path(folder) / MANIFEST, expect=dict)
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise BadInput(f"{folder} is not a prepared dataset folder (no complete {MANIFEST})",
                        "run `vlhub data prepare NAME --source DIR --out DIR` first")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -174,6 +175,10 @@ DATA = [
     Case("prepare-out-inside-source", "data", lambda ctx: ["data", "prepare", "llava-json", "--source",
                                                             str(_llava_file(ctx)), "--out", str(ctx.work / "src" / "o")],
          "overlaps the source folder"),
+    Case("prepare-force-replaces-user-folder", "data",
+         lambda ctx: ["data", "prepare", "llava-json", "--source", str(_existing_out(ctx)), "--out",
+                      str(ctx.work / "prepared"), "--opt", f"image_root={ctx.work / 'src'}", "--force"],
+         "holds files vlhub did not write (no prepared.json)"),
     Case("prepare-out-exists", "data", lambda ctx: ["data", "prepare", "llava-json", "--source",
                                                      str(_existing_out(ctx)), "--out", str(ctx.work / "prepared"),
                                                      "--opt", f"image_root={ctx.work / 'src'}"],
@@ -305,6 +310,51 @@ def _existing(ctx: Ctx) -> Path:
     return ctx.work / "model"
 
 
+def _damaged(name: str, text: str, *argv: str) -> Callable[[Ctx], list[str]]:
+    """A copy of the shared prepared folder with ``name`` replaced by ``text``; ``argv`` after ``{}`` = the copy."""
+    def build(ctx: Ctx) -> list[str]:
+        folder = ctx.work / "prepared"
+        shutil.copytree(ctx.shared.prepared, folder)
+        (folder / name).write_text(text)
+        return [str(folder) if a == "{}" else a for a in argv]
+    return build
+
+
+def _damaged_run(text: str) -> Callable[[Ctx], list[str]]:
+    def build(ctx: Ctx) -> list[str]:
+        home = ctx.work / "vhome"
+        (home / "runs" / "20260101-000000-train-dead").mkdir(parents=True)
+        (home / "runs" / "20260101-000000-train-dead" / "run.json").write_text(text)
+        ctx.env["VLHUB_HOME"] = str(home)
+        return ["run", "show", "20260101-000000-train-dead"]
+    return build
+
+
+STATE = [
+    Case("stats-json-truncated", "state", _damaged("stats.json", '{"records": ', "data", "stats", "{}"),
+         "stats.json is damaged: not valid JSON"),
+    Case("prepared-json-a-list", "state", _damaged("prepared.json", "[]", "data", "stats", "{}"),
+         "prepared.json is damaged: a JSON object was expected, found array"),
+    Case("val-mc-truncated", "state", lambda ctx: _damaged("val_mc.json", "[{", "eval", "base", "--data", "{}",
+                                                           "--backend", "openai", "--base-url",
+                                                           ctx.shared.openai.base_url)(ctx),
+         "val_mc.json is damaged: not valid JSON"),
+    Case("run-json-truncated", "state", _damaged_run('{"id": "20260101-000000-train-dead", "sta'),
+         "run.json is damaged: not valid JSON"),
+    Case("run-json-a-string", "state", _damaged_run('"running"'), "run.json is damaged: a JSON object was expected"),
+    Case("provenance-truncated", "state", lambda ctx: _pub(_repo, env=_git_env, folder=_provenance('{"base_model": '))(ctx),
+         "vlhub_provenance.json is damaged: not valid JSON"),
+]
+
+
+def _provenance(text: str) -> Callable[[Ctx], Path]:
+    def folder(ctx: Ctx) -> Path:
+        model = make_model(ctx.work / "model")
+        (model / "vlhub_provenance.json").write_text(text)
+        return model
+    return folder
+
+
 CONVERT = [
     Case("not-a-checkpoint", "convert", _not_checkpoint, "is not a checkpoint"),
     Case("empty-deepspeed-folder", "convert", _empty_ds, "no *model_states.pt in this folder"),
@@ -312,7 +362,10 @@ CONVERT = [
                                                               str(ctx.work / "work" / "iter_4.pth" / "hf")],
          "is inside (or contains) the checkpoint"),
     Case("output-exists", "convert", lambda ctx: ["convert", str(ctx.shared.checkpoint), "--out", str(_existing(ctx))],
-         "already exists. Fix: pass --force"),
+         "already exists and is not empty"),
+    Case("force-replaces-user-folder", "convert", lambda ctx: ["convert", str(ctx.shared.checkpoint), "--out",
+                                                                str(_existing(ctx)), "--force", "--no-verify"],
+         "holds files vlhub did not write (no vlhub_provenance.json)"),
     Case("unknown-run-id", "convert", lambda ctx: ["convert", "20260101-000000-train-none", "--out", str(ctx.work / "o")],
          "is neither a checkpoint path nor a run id"),
     Case("config-missing", "convert", lambda ctx: ["convert", str(ctx.shared.checkpoint), "--out", str(ctx.work / "o"),
@@ -352,6 +405,10 @@ CHAT = [
                                                        f"http://127.0.0.1:{_closed_port()}/v1", "--model", "m", "-m",
                                                        "hi"], "cannot reach the OpenAI-compatible endpoint", code=1),
     Case("endpoint-unknown-model", "chat", _chat("--model", "nosuch"), "model 'nosuch' not found"),
+    Case("export-folder-missing", "chat", _chat("--model", "base", "--export", "no/such/folder/chat.json"),
+         "does not exist. Fix: create it first"),
+    Case("export-is-a-folder", "chat", lambda ctx: _chat("--model", "base", "--export", str(ctx.work))(ctx),
+         "is a folder"),
     Case("model-folder-missing", "chat", lambda ctx: ["chat", str(ctx.work / "no-model"), "-m", "hi"], "no-model"),
 ]
 
@@ -456,4 +513,4 @@ PUBLISH = [
          "rerunning resumes", code=1),
 ]
 
-CASES: list[Case] = DATA + TRAIN + CONVERT + CHAT + PUBLISH
+CASES: list[Case] = DATA + TRAIN + CONVERT + CHAT + PUBLISH + STATE
