@@ -27,9 +27,12 @@ def _human(n: int) -> str:
 @click.option("--message", "-m", help="Commit message.")
 @click.option("--require-keyword", metavar="WORD", help="Refuse unless each repository name contains WORD.")
 @click.option("--overwrite-card", is_flag=True, help="Replace a README.md on the remote that vlhub did not write.")
+@click.option("--follow-symlinks", is_flag=True,
+              help="Send the files that symbolic links leading outside the folder point to (refused otherwise).")
 @click.option("--json", "as_json", is_flag=True, help="Output JSON.")
 def publish(folder: Path, targets: tuple[str, ...], private: bool, dry_run: bool, via: str | None,
-            message: str | None, require_keyword: str | None, overwrite_card: bool, as_json: bool) -> None:
+            message: str | None, require_keyword: str | None, overwrite_card: bool, follow_symlinks: bool,
+            as_json: bool) -> None:
     """Publish a model folder to Hugging Face, ModelScope, OpenXLab or any git + LFS remote.
 
     Every target is checked first (files, LFS, token, name); a failing target does not
@@ -38,7 +41,7 @@ def publish(folder: Path, targets: tuple[str, ...], private: bool, dry_run: bool
     from . import publish as core
 
     options = {"private": private, "via": via, "message": message, "require_keyword": require_keyword,
-               "overwrite_card": overwrite_card}
+               "overwrite_card": overwrite_card, "follow_symlinks": follow_symlinks}
     progress, close = tqdm_progress(enabled=not as_json)
     try:
         report = core.publish(folder, list(targets), options, dry_run=dry_run, progress=progress)

@@ -12,10 +12,21 @@ from . import folder as fld
 _PART = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?$")
 
 
-def local_problems(folder: Path, files: list[fld.LocalFile], repo_id: str,
+def local_problems(folder: Path, scanned: fld.FolderScan, repo_id: str,
                    options: Mapping[str, Any]) -> tuple[list[str], dict[str, Any]]:
-    """Problems found without the network, and what was checked."""
-    problems, checks = fld.check_contents(folder, files)
+    """Problems found without the network, and what was checked.
+
+    The scan's own problems come first (links out of the folder, loops, broken links,
+    special files): one rule for every publisher, refused before any byte is sent.
+    """
+    problems, checks = fld.check_contents(folder, scanned.files, scanned.refused)
+    problems = [*scanned.problems, *problems]
+    if options.get("follow_symlinks"):
+        checks["follow_symlinks"] = True
+    if scanned.outside:
+        checks["symlinks_followed"] = list(scanned.outside)
+    if scanned.links:
+        checks["linked_files_sent_as_content"] = scanned.links
     keyword = options.get("require_keyword")
     if keyword:
         name = repo_id.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git")

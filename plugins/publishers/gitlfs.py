@@ -5,8 +5,11 @@ The model folder is staged in place: a separate ``GIT_DIR`` under ``$VLHUB_HOME/
 nothing is written into the folder; the staging's index and hash cache make a re-publish
 incremental. Weights never enter git as blobs: each LFS file is hashed once (streamed),
 linked into the staging's LFS store and sent by ``git lfs push``; its pointer goes into
-the index. Small files go through ``git add``. The commit is pushed by ``git push``, whose
-git-lfs pre-push hook checks once more that every object is on the server.
+the index. Small files are written as blobs from their content (``git hash-object`` of the
+resolved file, mode 100644), so a symlinked file is committed as the file it points to,
+never as a link. The tree is compared with the plan before the commit, and the remote
+branch with the commit after ``git push``, whose git-lfs pre-push hook checks once more
+that every object is on the server.
 
 Credentials reach git and git-lfs only through a credential helper that reads them from
 the child's environment: never in a URL, argv, the staging's config, or an error message.
@@ -24,7 +27,7 @@ from urllib.parse import urlsplit
 
 from vlhub.core.errors import BadInput, MissingDependency, VlhubError
 from vlhub.core.home import vlhub_home
-from vlhub.core.secrets import redact, remember
+from vlhub.core.secrets import looks_like_token, redact, remember, strip_userinfo
 
 from . import folder as fld
 
@@ -54,8 +57,8 @@ def check_url(url: str) -> str:
     if parts.scheme in ("http", "https"):
         if not parts.hostname:
             raise BadInput(f"{url!r} is not a git remote URL", "use https://HOST/OWNER/NAME.git")
-        if parts.password:
-            remember(parts.password)
+        _, user, password = strip_userinfo(url)
+        if password or looks_like_token(user):
             raise BadInput("the remote URL contains a password or token",
                            "remove it from the URL and set VLHUB_GIT_TOKEN (or the hub's token variable) instead")
         return url
@@ -74,11 +77,16 @@ def require_tools() -> None:
 
 @dataclass
 class RemoteState:
-    """What the remote branch holds: its head commit and tree entries ``path -> (blob sha, lfs oid)``."""
+    """What the remote branch holds: its head commit and tree entries ``path -> (blob sha, lfs oid)``.
+
+    ``links`` are the paths the remote stores as symbolic links (mode 120000): never "the
+    same" as a local file, so that a publish replaces them with the file's content.
+    """
 
     branch: str
     head: str | None = None
     entries: dict[str, tuple[str, str | None]] = field(default_factory=dict)
+    links: set[str] = field(default_factory=set)
 
     @property
     def oids(self) -> set[str]:
@@ -182,19 +190,32 @@ class Stage:
         if state.head:
             self.run("fetch", "-q", "--no-tags", "origin", f"+refs/heads/{branch}:refs/remotes/origin/{branch}",
                      what="fetching the remote")
-            state.entries = self._tree_entries(state.head)
+            state.entries = self._tree_entries(state.head, state.links)
         return state
 
-    def _tree_entries(self, commit: str) -> dict[str, tuple[str, str | None]]:
+    def tree(self, treeish: str) -> dict[str, tuple[str, str]]:
+        """Every blob of a tree or commit: ``path -> (mode, sha)``."""
+        found = {}
+        for line in self.run("ls-tree", "-r", "-z", treeish).split("\0"):
+            meta, _, path = line.partition("\t")
+            fields = meta.split()
+            if len(fields) == 3 and fields[1] == "blob":
+                found[path] = (fields[0], fields[2])
+        return found
+
+    def _tree_entries(self, commit: str, links: set[str]) -> dict[str, tuple[str, str | None]]:
         entries: dict[str, tuple[str, str | None]] = {}
         small: list[tuple[str, str]] = []
         for line in self.run("ls-tree", "-r", "-l", "-z", commit).split("\0"):
             if not line:
                 continue
             meta, _, path = line.partition("\t")
-            _mode, kind, sha, size = meta.split()
+            mode, kind, sha, size = meta.split()
             if kind == "blob":
                 entries[path] = (sha, None)
+                if mode == "120000":
+                    links.add(path)
+                    continue
                 if size.isdigit() and int(size) < 1024:
                     small.append((path, sha))
         if small:
@@ -230,48 +251,79 @@ class Stage:
         ours = [f"{p} filter=lfs diff=lfs merge=lfs -text" for p in fld.LFS_PATTERNS]
         ours += [f"/{_attr_path(f.path)} filter=lfs diff=lfs merge=lfs -text"
                  for f in files if f.lfs and not fld.is_lfs(f.path, 0)]
-        (self.git_dir / "info" / "attributes").write_text("\n".join(ours) + "\n")
-        user = self.folder / ".gitattributes"
-        lines = user.read_text(encoding="utf-8").splitlines() if user.is_file() else []
+        user = next((f for f in files if f.path == ".gitattributes"), None)
+        lines = user.source(self.folder).read_text(encoding="utf-8").splitlines() if user else []
         committed = "\n".join(lines + [line for line in ours if line not in lines]) + "\n"
+        # check-attr must see what is committed, also when the folder's .gitattributes is a link
+        (self.git_dir / "info" / "attributes").write_text(committed)
         out = self.run("check-attr", "--stdin", "-z", "filter", stdin="".join(f"{f.path}\0" for f in files).encode())
         parts = out.split("\0")
         lfs = {parts[i] for i in range(0, len(parts) - 2, 3) if parts[i + 2] == "lfs"}
         return lfs, committed.encode()
 
     # ------------------------------------------------------------ commit
-    def build_tree(self, state: RemoteState, regular: list[str], pointers: dict[str, bytes],
+    def build_tree(self, state: RemoteState, regular: dict[str, Path], pointers: dict[str, bytes],
                    extras: dict[str, bytes]) -> str:
-        """The index = remote tree + the folder's files + generated files; returns the tree id."""
+        """The index = remote tree + the folder's files + generated files; returns the tree id.
+
+        ``regular`` maps each small file's path in the repository to the file its content
+        is read from (the resolved target of a link): every entry is a blob of that content
+        with mode 100644, never a symbolic link (``git add`` would commit a link as a link).
+        """
         self.run("symbolic-ref", "HEAD", f"refs/heads/{state.branch}")
         if state.head:  # read-tree, not reset: a refresh would run the LFS clean filter over the weights
             self.run("update-ref", f"refs/heads/{state.branch}", state.head)
             self.run("read-tree", state.head)
         else:
             self.run("read-tree", "--empty")
-        if regular:
-            self.run("add", "-f", "--pathspec-from-file=-", "--pathspec-file-nul",
-                     stdin="".join(f"{p}\0" for p in regular).encode(), what="git add")
         blobs = {**pointers, **extras}
-        if blobs:
+        sources = [(path, str(source)) for path, source in regular.items() if path not in blobs]
+        sources += self._blob_files(blobs)
+        if sources:
             ids = self.run("hash-object", "-w", "--no-filters", "--stdin-paths",
-                           stdin=self._blob_files(blobs)).split()
-            records = "".join(f"100644 {sha}\t{path}\0" for path, sha in zip(blobs, ids))
+                           stdin="".join(f"{source}\n" for _, source in sources).encode(),
+                           what="git hash-object").split()
+            if len(ids) != len(sources):
+                raise VlhubError(f"git hash-object returned {len(ids)} ids for {len(sources)} files",
+                                 "report this bug; nothing was pushed")
+            # --index-info replaces an entry the remote holds as a link (or a conflicting folder)
+            records = "".join(f"100644 {sha}\t{path}\0" for (path, _), sha in zip(sources, ids))
             self.run("update-index", "-z", "--index-info", stdin=records.encode())
         tree = self.run("write-tree").strip()
         self._refuse_big_blobs(tree)
         return tree
 
-    def _blob_files(self, blobs: dict[str, bytes]) -> bytes:
-        """Write generated contents to temp files for ``hash-object --stdin-paths``; returns the path list."""
+    def _blob_files(self, blobs: dict[str, bytes]) -> list[tuple[str, str]]:
+        """Write generated contents to temp files for ``hash-object --stdin-paths``: ``(path, temp file)``."""
         tmp = self.dir / "blobs"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         paths = []
-        for i, data in enumerate(blobs.values()):
+        for i, (path, data) in enumerate(blobs.items()):
             (tmp / str(i)).write_bytes(data)
-            paths.append(str(tmp / str(i)))
-        return "".join(f"{p}\n" for p in paths).encode()
+            paths.append((path, str(tmp / str(i))))
+        return paths
+
+    def verify(self, treeish: str, expected: dict[str, str], state: RemoteState) -> None:
+        """The tree holds exactly the plan: each planned path a regular blob with the planned content,
+        and nothing else but what the remote already held (a publish never deletes)."""
+        tree = self.tree(treeish)
+        wrong = []
+        for path, sha in sorted(expected.items()):
+            got = tree.get(path)
+            if got is None:
+                wrong.append(f"{path} missing")
+            elif got[0] not in ("100644", "100755"):
+                wrong.append(f"{path} has mode {got[0]}")
+            elif got[1] != sha:
+                wrong.append(f"{path} differs")
+        for path, (_mode, sha) in sorted(tree.items()):
+            if path not in expected and state.entries.get(path, (None,))[0] != sha:
+                wrong.append(f"{path} was not planned")
+        if wrong:
+            shown = ", ".join(wrong[:8]) + (f" and {len(wrong) - 8} more" if len(wrong) > 8 else "")
+            raise VlhubError(f"what {treeish[:12]} holds differs from what the preflight planned to send: {shown}",
+                             "rerun the publish (a file may have changed during it); report this bug if it repeats")
 
     def _refuse_big_blobs(self, tree: str) -> None:
         for line in self.run("ls-tree", "-r", "-l", "-z", tree).split("\0"):
@@ -297,6 +349,16 @@ class Stage:
         """Push the commit; git-lfs's pre-push hook makes sure every LFS object is on the server."""
         self.run("push", "-q", "origin", f"{commit}:refs/heads/{state.branch}", what="git push")
         self.run("update-ref", f"refs/remotes/origin/{state.branch}", commit)
+
+    def check_pushed(self, state: RemoteState, commit: str, expected: dict[str, str]) -> None:
+        """After the push: the remote branch is at ``commit`` and its tree holds exactly the plan."""
+        out = self.run("ls-remote", "origin", f"refs/heads/{state.branch}", what="reading the remote after the push")
+        head = out.split("\t", 1)[0].strip() if out.strip() else ""
+        if head != commit:
+            raise VlhubError(f"after the push the remote branch {state.branch} is at {head[:12] or 'nothing'}, "
+                             f"not at the pushed commit {commit[:12]}",
+                             "someone pushed at the same time, or the server rewrote the push; rerun the publish")
+        self.verify(commit, expected, state)
 
     def changed_paths(self, state: RemoteState, commit: str) -> list[str]:
         if not state.head:

@@ -3,7 +3,10 @@
 The SDKs see the user's files where they are: HF gets one ``CommitOperationAdd`` per file;
 ModelScope gets a staging folder of symlinks plus the generated files (card,
 configuration.json), since its ``upload_folder`` takes a folder. Both skip what the hub
-already holds, so a rerun resumes and an unchanged folder makes no commit.
+already holds, so a rerun resumes and an unchanged folder makes no commit. Every file is
+read from its resolved path (``LocalFile.source``): a linked file is sent as its content,
+and the folder scan has already refused links that lead outside the folder (unless
+``--follow-symlinks``). After a commit, the hub's listing is compared with the plan.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from vlhub.core.errors import VlhubError
-from vlhub.core.fsutil import atomic_write_json, read_json
+from vlhub.core.fsutil import atomic_write_json, read_cache
 from vlhub.core.home import vlhub_home
 from vlhub.core.secrets import find_token, redact
 from vlhub.core.types import PlannedFile, Preflight, Progress, ProgressCallback, Published
@@ -67,11 +70,11 @@ def _plan(folder: Path, files: list[fld.LocalFile], extras: dict[str, bytes], re
             if have.sha256:  # stored through LFS (the hub decides, not only our rules)
                 oid = cache.get(f)
                 if oid is None and hash_all:
-                    oid = fld.sha256_file(folder / f.path)
+                    oid = fld.sha256_file(f.source(folder))
                     cache.put(f, oid)
                 same = oid == have.sha256
             else:
-                blob = fld.git_blob_sha((folder / f.path).read_bytes())
+                blob = fld.git_blob_sha(f.source(folder).read_bytes())
                 same = (have.blob_id or sent.get(f.path)) == blob
         planned.append(PlannedFile(f.path, f.size, f.lfs, same))
     for path, data in sorted(extras.items()):
@@ -153,8 +156,9 @@ def hf_preflight(folder: Path, repo_id: str, options: Mapping[str, Any],
     """Files, what the Hub already has, the token (whoami) and the folder's contents."""
     label = f"hf:{repo_id}"
     api, endpoint, token = _hf_api()
-    files = fld.scan(folder)
-    problems, checks = local_problems(folder, files, repo_id, options)
+    scanned = fld.scan(folder, bool(options.get("follow_symlinks")))
+    files = scanned.files
+    problems, checks = local_problems(folder, scanned, repo_id, options)
     user, problem = _hf_user(api, token, endpoint)
     checks.update(endpoint=endpoint, token=find_token("hf").public(), user=user, via=options.get("via") or "api")
     if problem:
@@ -187,12 +191,14 @@ def hf_publish(folder: Path, repo_id: str, options: Mapping[str, Any],
         from . import gitpush
 
         return gitpush.publish(_hf_git_job(folder, repo_id, endpoint, user, token), options, progress)
+    scanned = fld.scan(folder, bool(options.get("follow_symlinks")))
+    fld.refuse(scanned, label)
+    files = scanned.files
     remote, readme = _hf_remote(api, repo_id)
-    files = fld.scan(folder)
     extras = card.extra_files(folder, {f.path for f in files}, repo_id, readme, bool(options.get("overwrite_card")))
     if progress:
         progress(Progress(f"{label}: hash", 0, sum(f.size for f in files), "B", "hashing"))
-    ops = [CommitOperationAdd(f.path, str(folder / f.path)) for f in files if f.path not in extras]
+    ops = [CommitOperationAdd(f.path, str(f.source(folder))) for f in files if f.path not in extras]
     ops += [CommitOperationAdd(path, data) for path, data in extras.items()]
     if progress:
         progress(Progress(f"{label}: upload", 0, sum(op.upload_info.size for op in ops), "B", "uploading"))
@@ -202,10 +208,41 @@ def hf_publish(folder: Path, repo_id: str, options: Mapping[str, Any],
         return Published(label, f"{endpoint}/{repo_id}", api.repo_info(repo_id).sha or "", 0, 0, changed=False)
     info = api.create_commit(repo_id, operations=changed,
                              commit_message=options.get("message") or "Upload model with vlhub")
+    _hf_check(api, repo_id, info.oid or None, ops, {f.path: f for f in files}, folder)
     sent = sum(op.upload_info.size for op in changed)
     if progress:
         progress(Progress(f"{label}: upload", sent, sent, "B", "done"))
     return Published(label, f"{endpoint}/{repo_id}", info.oid or "", sent, len(changed), changed=bool(changed))
+
+
+def _hf_check(api: Any, repo_id: str, revision: str | None, ops: list[Any], files: dict[str, fld.LocalFile],
+              folder: Path) -> None:
+    """The commit holds every planned file with the planned content (sha256 for LFS, git blob id otherwise)."""
+    tree = api.list_repo_tree(repo_id, recursive=True, revision=revision)
+    listed = {e.path: e for e in tree if hasattr(e, "blob_id")}
+    wrong = []
+    for op in ops:
+        entry = listed.get(op.path_in_repo)
+        lfs = getattr(entry, "lfs", None) if entry is not None else None
+        if entry is None:
+            wrong.append(f"{op.path_in_repo} missing")
+        elif entry.size != op.upload_info.size:
+            wrong.append(f"{op.path_in_repo} has {entry.size} bytes, not {op.upload_info.size}")
+        elif lfs is not None and lfs.sha256 != op.upload_info.sha256.hex():
+            wrong.append(f"{op.path_in_repo} differs")
+        elif lfs is None and entry.size < fld.BIG_FILE:
+            f = files.get(op.path_in_repo)
+            data = f.source(folder).read_bytes() if f else op.path_or_fileobj
+            if isinstance(data, bytes) and entry.blob_id != fld.git_blob_sha(data):
+                wrong.append(f"{op.path_in_repo} differs")
+    _mismatch(wrong, revision or "the commit")
+
+
+def _mismatch(wrong: list[str], where: str) -> None:
+    if wrong:
+        shown = ", ".join(wrong[:8]) + (f" and {len(wrong) - 8} more" if len(wrong) > 8 else "")
+        raise VlhubError(f"what {where[:12]} holds on the hub differs from what the preflight planned to send: {shown}",
+                         "rerun the publish (a file may have changed during it); report this bug if it repeats")
 
 
 # ================================================================ ModelScope
@@ -231,7 +268,7 @@ def _ms_remote(token: str, endpoint: str, repo_id: str) -> dict[str, RemoteFile]
 
 def _ms_record(stage: Path) -> dict[str, Any]:
     """What this staging last committed to ModelScope: ``{"commit": ..., "blobs": {path: blob id}}``."""
-    return read_json(stage / "published.json", {}) or {}
+    return read_cache(stage / "published.json", {})
 
 
 def _ms_user(token: str, endpoint: str) -> str:
@@ -270,8 +307,9 @@ def ms_preflight(folder: Path, repo_id: str, options: Mapping[str, Any],
     """Files, what ModelScope already has, the token and the folder's contents."""
     label = f"modelscope:{repo_id}"
     api, endpoint, token = _ms_api()
-    files = fld.scan(folder)
-    problems, checks = local_problems(folder, files, repo_id, options)
+    scanned = fld.scan(folder, bool(options.get("follow_symlinks")))
+    files = scanned.files
+    problems, checks = local_problems(folder, scanned, repo_id, options)
     problem = _ms_user(token, endpoint)
     checks.update(endpoint=endpoint, token=find_token("modelscope").public(), via=options.get("via") or "api")
     if problem:
@@ -302,17 +340,21 @@ def ms_publish(folder: Path, repo_id: str, options: Mapping[str, Any],
         from . import gitpush
 
         return gitpush.publish(_ms_git_job(folder, repo_id, endpoint, token), options, progress)
+    scanned = fld.scan(folder, bool(options.get("follow_symlinks")))
+    fld.refuse(scanned, label)
+    files = scanned.files
     remote = _ms_remote(token, endpoint, repo_id)
-    files = fld.scan(folder)
     extras = _ms_extras(folder, files, repo_id, remote, options)
     stage = staging_dir(label, folder)
     record = _ms_record(stage)
-    planned = _plan(folder, files, extras, remote, fld.HashCache(stage / "hashes.json"), True, record.get("blobs"))
+    cache = fld.HashCache(stage / "hashes.json")
+    planned = _plan(folder, files, extras, remote, cache, True, record.get("blobs"))
     todo = [p for p in planned if not p.on_remote]
     url = f"{endpoint}/models/{repo_id}"
     if not todo:
         return Published(label, url, record.get("commit", ""), 0, 0, changed=False)
-    view = _symlink_view(stage / "view", folder, {p.path for p in todo}, extras)
+    sources = {f.path: f.source(folder) for f in files}
+    view = _symlink_view(stage / "view", sources, {p.path for p in todo}, extras)
 
     def report(event: dict) -> None:
         if progress:
@@ -327,10 +369,28 @@ def ms_publish(folder: Path, repo_id: str, options: Mapping[str, Any],
     commits = result if isinstance(result, list) else [result] if result else []
     commit = _commit_id(commits[-1]) if commits else record.get("commit", "")
     blobs = {**record.get("blobs", {}), **{p.path: fld.git_blob_sha(extras[p.path] if p.path in extras else
-                                                                   (folder / p.path).read_bytes())
+                                                                   sources[p.path].read_bytes())
                                             for p in todo if not p.lfs}}
+    _ms_check(_ms_remote(token, endpoint, repo_id), todo, files, folder, cache, commit)
     atomic_write_json(stage / "published.json", {"commit": commit, "blobs": blobs})
     return Published(label, url, commit, sum(p.size for p in todo), len(todo))
+
+
+def _ms_check(listed: dict[str, RemoteFile], todo: list[PlannedFile], files: list[fld.LocalFile], folder: Path,
+              cache: fld.HashCache, commit: str) -> None:
+    """ModelScope holds every sent file with the planned size, and the planned sha256 where it lists one."""
+    by_path = {f.path: f for f in files}
+    wrong = []
+    for p in todo:
+        have = listed.get(p.path)
+        f = by_path.get(p.path)
+        if have is None:
+            wrong.append(f"{p.path} missing")
+        elif have.size != p.size:
+            wrong.append(f"{p.path} has {have.size} bytes, not {p.size}")
+        elif have.sha256 and f is not None and (cache.get(f) or fld.sha256_file(f.source(folder))) != have.sha256:
+            wrong.append(f"{p.path} differs")
+    _mismatch(wrong, commit or "the commit")
 
 
 def _commit_id(info: Any) -> str:
@@ -344,8 +404,13 @@ def _commit_id(info: Any) -> str:
     return str(getattr(info, "oid", "") or getattr(info, "commit_id", "") or "")
 
 
-def _symlink_view(view: Path, folder: Path, paths: set[str], extras: dict[str, bytes]) -> Path:
-    """A folder of symlinks to the user's files that must be sent, plus the generated files (nothing copied)."""
+def _symlink_view(view: Path, sources: dict[str, Path], paths: set[str], extras: dict[str, bytes]) -> Path:
+    """A folder of symlinks to the user's files that must be sent, plus the generated files (nothing copied).
+
+    Each link points straight at the regular file the scan resolved (``LocalFile.source``),
+    so the SDK reads content, and only what the scan accepted: a link out of the model
+    folder is never followed here unless the scan allowed it (``--follow-symlinks``).
+    """
     shutil.rmtree(view, ignore_errors=True)
     view.mkdir(parents=True)
     for path in sorted(paths):
@@ -354,5 +419,5 @@ def _symlink_view(view: Path, folder: Path, paths: set[str], extras: dict[str, b
         if path in extras:
             target.write_bytes(extras[path])
         else:
-            os.symlink(folder / path, target)
+            os.symlink(sources[path], target)
     return view

@@ -52,11 +52,11 @@ def send(stage: Stage, files: list[fld.LocalFile], cache: fld.HashCache, on_remo
     todo: list[tuple[str, int, str]] = []
     try:
         for f in files:
-            oid = cache.get(f) or fld.sha256_file(stage.folder / f.path, count)
+            oid = cache.get(f) or fld.sha256_file(f.source(stage.folder), count)
             cache.put(f, oid)
             result.oids[f.path] = oid
             if oid not in on_remote:
-                todo.append((oid, f.size, f.path))
+                todo.append((oid, f.size, str(f.source(stage.folder))))
     finally:
         cache.save()
     total = sum(size for _, size, _ in todo)
@@ -69,9 +69,9 @@ def send(stage: Stage, files: list[fld.LocalFile], cache: fld.HashCache, on_remo
 
 def _push(stage: Stage, items: list[tuple[str, int, str]], before: int, total: int,
           progress: ByteProgress | None) -> tuple[int, int]:
-    """One ``git lfs push --object-id`` of ``items``; bytes and objects sent."""
-    for oid, _, path in items:
-        _link(stage, oid, stage.folder / path)
+    """One ``git lfs push --object-id`` of ``items`` (oid, size, file to read); bytes and objects sent."""
+    for oid, _, source in items:
+        _link(stage, oid, Path(source))
     log = stage.dir / "lfs-progress-push.log"
     log.unlink(missing_ok=True)
     env = {**lfs_env(stage), "GIT_LFS_PROGRESS": str(log)}
@@ -112,7 +112,7 @@ def _sent(log: Path, finished: bool) -> tuple[int, int]:
 
 
 def _link(stage: Stage, oid: str, source: Path) -> None:
-    """Make ``source`` the LFS store's object for ``oid`` without copying it."""
+    """Make ``source`` (a resolved regular file, never a link) the LFS store's object for ``oid`` without copying it."""
     target = stage.git_dir / "lfs" / "objects" / oid[:2] / oid[2:4] / oid
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.is_symlink() or target.exists():

@@ -21,6 +21,8 @@ COMMON_OPTIONS = (
     Option("message", "Commit message.", str, None),
     Option("require_keyword", "Refuse unless the repository name contains this word.", str, None),
     Option("overwrite_card", "Replace a model card on the remote that vlhub did not write.", bool, False),
+    Option("follow_symlinks", "Send what symbolic links that lead outside the model folder point to "
+           "(refused otherwise).", bool, False),
 )
 
 
