@@ -8,30 +8,25 @@ from typing import Any
 import click
 
 from . import __version__, cli_chat, cli_convert, cli_data, cli_publish, cli_train, plugins, runs, stage
-from .errors import VlhubError
+from .boundary import user_error
 from .output import emit_json, say, table, tqdm_progress
-from .secrets import redact, setup_logging
+from .secrets import setup_logging
 
 
 class VlhubGroup(click.Group):
-    """A click group that turns :class:`VlhubError` into one line and an exit code."""
+    """A click group that turns every exception into one line and an exit code (:func:`user_error`)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except VlhubError as exc:
-            if ctx.params.get("debug"):
-                raise
-            click.echo(f"Error: {redact(exc.one_line())}", err=True)
-            ctx.exit(exc.exit_code)
         except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt):
             raise
-        except Exception as exc:  # an unexpected failure: one line unless --debug
+        except Exception as exc:  # every failure is one line (boundary.user_error) unless --debug
             if ctx.params.get("debug"):
                 raise
-            click.echo(f"Error: {redact(f'{type(exc).__name__}: {exc}')} "
-                       "(rerun with `vlhub --debug ...` for the traceback)", err=True)
-            ctx.exit(1)
+            error = user_error(exc)
+            click.echo(f"Error: {error.one_line()}", err=True)
+            ctx.exit(error.exit_code)
 
 
 @click.group(cls=VlhubGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -123,6 +118,7 @@ def doctor(as_json: bool) -> None:
         return
     for tool, ver in report["tools"].items():
         click.echo(f"{tool:10} {ver or 'NOT FOUND'}")
+    click.echo(f"{'home':10} {report['home']['path']} ({'writable' if report['home']['writable'] else 'NOT WRITABLE'})")
     click.echo(f"{'gpu':10} {report['gpu'] or 'none visible'}")
     for name, item in report["environments"].items():
         click.echo(f"{'env ' + name:10} {'ready' if item['ready'] else 'not ready'}")

@@ -8,6 +8,8 @@ import sys
 from typing import Any
 
 from . import stage
+from .boundary import user_error
+from .home import home_path, home_writable
 from .secrets import TOKEN_ENV, find_token
 
 
@@ -33,10 +35,19 @@ def diagnose() -> dict[str, Any]:
         fixes.append("install git: sudo apt-get install -y git")
     if not tools["git-lfs"]:
         fixes.append("install Git LFS: sudo apt-get install -y git-lfs")
-    envs = {name: stage.check(name).public() for name in stage.STAGES}
-    fixes += [env["fix"] for env in envs.values() if env["fix"]]
+    home_problem = home_writable()
+    if home_problem:
+        fixes.append(f"{home_problem}: set VLHUB_HOME to a writable folder")
+    envs: dict[str, Any] = {}
+    for name in stage.STAGES:
+        try:
+            envs[name] = stage.check(name).public()
+        except OSError as exc:  # the envs folder cannot even be created: a finding, not a crash
+            envs[name] = {"name": name, "ready": False, "fix": user_error(exc).one_line()}
+    fixes += [env["fix"] for env in envs.values() if env["fix"] and env["fix"] not in fixes]
     return {
         "tools": tools,
+        "home": {"path": str(home_path()), "writable": not home_problem},
         "gpu": stage.gpu_summary(),
         "environments": envs,
         "tokens": {hub: find_token(hub).public() for hub in TOKEN_ENV},

@@ -5,11 +5,34 @@ import os
 from pathlib import Path
 
 
+def home_path() -> Path:
+    """The home folder's path (``$VLHUB_HOME`` or ``~/.vlhub``), resolved, without creating it."""
+    return Path(os.environ.get("VLHUB_HOME") or Path.home() / ".vlhub").expanduser().resolve()
+
+
 def vlhub_home() -> Path:
-    """The resolved home folder; created on first use."""
-    home = Path(os.environ.get("VLHUB_HOME") or Path.home() / ".vlhub").expanduser().resolve()
+    """The resolved home folder; created on first use.
+
+    Raises:
+        OSError: it cannot be created (the boundary mapper, :mod:`vlhub.core.boundary`, turns this
+            into "VLHUB_HOME (PATH) is not writable" with the fix).
+    """
+    home = home_path()
     home.mkdir(parents=True, exist_ok=True)
     return home
+
+
+def home_writable() -> str:
+    """``""`` when files can be created in the home folder, else one line saying why not (for ``vlhub doctor``)."""
+    home = home_path()
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        probe = home / f".write-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        return f"VLHUB_HOME ({home}) is not writable ({exc.strerror or exc})"
+    return ""
 
 
 def runs_dir() -> Path:

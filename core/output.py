@@ -53,8 +53,14 @@ def tqdm_progress(enabled: bool = True) -> tuple[ProgressCallback, Callable[[], 
         bar.update(event.done - bar.n)  # draws at most every `mininterval` seconds (quiet in CI logs)
 
     def close() -> None:
+        drawn = bool(bars)
         for bar in bars.values():
             bar.close()
         bars.clear()
+        if drawn and not interactive:
+            # tqdm clears its line with "\r" and spaces but ends no line: in a log or a pipe the next
+            # line (an error) would begin with that clean-up sequence.
+            sys.stderr.write("\n")
+            sys.stderr.flush()
 
     return callback, close

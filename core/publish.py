@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from . import plugins, runs
+from .boundary import user_error
 from .errors import BadInput, VlhubError
 from .secrets import redact
 from .types import Preflight, ProgressCallback, Published, to_dict
@@ -118,7 +119,6 @@ def _guard(result: TargetResult, action: Any) -> None:
     """Run one target's step; an error becomes that target's one-line, redacted failure."""
     try:
         action()
-    except VlhubError as exc:
-        result.error, result.exit_code = redact(f"{result.target}: {exc.one_line()}"), exc.exit_code
-    except Exception as exc:  # one target's bug must not stop the others
-        result.error, result.exit_code = redact(f"{result.target}: {type(exc).__name__}: {exc}"), 1
+    except Exception as exc:  # one target's failure must not stop the others
+        error = user_error(exc)
+        result.error, result.exit_code = redact(f"{result.target}: {error.one_line()}"), error.exit_code
