@@ -52,51 +52,31 @@ def _folder_of(path: str) -> str:
     return str(candidate)
 
 
-#: errno -> (message template, fix template, exit code); ``{path}`` and ``{folder}`` are filled in.
-_OS_ERRORS: dict[int, tuple[str, str, int]] = {
-    errno.ENOSPC: ("the disk holding {path} is full (No space left on device)",
-                   "free space there (`df -h {folder}`) or choose a folder on another disk", 1),
-    errno.EDQUOT: ("the disk quota for {path} is used up", "free space or ask for a larger quota", 1),
-    errno.EROFS: ("{path} is on a read-only file system",
-                  "choose a writable folder (for vlhub's own state: set VLHUB_HOME to a writable folder)", 2),
-    errno.EACCES: ("permission denied: {path}", "check its permissions (`ls -ld {folder}`) or choose another path", 2),
-    errno.EPERM: ("operation not permitted on {path}", "check its permissions and owner, or choose another path", 2),
-    errno.ENOENT: ("{path} does not exist", "check the path (it may have been moved or deleted)", 2),
-    errno.ELOOP: ("{path}: too many levels of symbolic links (a symlink loop)",
-                  "remove or fix the link that points back into its own folder", 2),
-    errno.ENAMETOOLONG: ("a file name is too long: {path}", "use a shorter name or a shorter folder path", 2),
-    errno.EISDIR: ("{path} is a folder where a file was expected", "give the file inside it, or another path", 2),
-    errno.ENOTDIR: ("a part of {path} is a file where a folder was expected", "check the path", 2),
-    errno.EEXIST: ("{path} already exists", "choose another path or remove it first", 2),
-    errno.ENOTEMPTY: ("the folder {path} is not empty", "choose an empty or new folder", 2),
-    errno.EMFILE: ("too many open files while working on {path}", "raise the limit (`ulimit -n 4096`) and rerun", 1),
-    errno.ENFILE: ("the system ran out of file handles while working on {path}", "close other programs and rerun", 1),
-    errno.EIO: ("an I/O error while reading or writing {path}", "check the disk (`dmesg`), then rerun", 1),
-    errno.ENXIO: ("{path} is a device or pipe with no reader or writer", "give a regular file", 2),
-    errno.ETXTBSY: ("{path} is busy (a running program uses it)", "stop the program using it, then rerun", 1),
-    errno.EXDEV: ("{path} is on another file system than its destination", "keep source and output on one disk", 1),
-    errno.ENOMEM: ("out of memory while working on {path}", "close other programs or use a smaller batch", 1),
+#: errno -> (catalog key in :mod:`vlhub.core.messages`, exit code: 2 when a setting or input is at fault).
+_OS_ERRORS: dict[int, tuple[str, int]] = {
+    errno.ENOSPC: ("os.enospc", 1), errno.EDQUOT: ("os.edquot", 1), errno.EROFS: ("os.erofs", 2),
+    errno.EACCES: ("os.eacces", 2), errno.EPERM: ("os.eperm", 2), errno.ENOENT: ("os.enoent", 2),
+    errno.ELOOP: ("os.eloop", 2), errno.ENAMETOOLONG: ("os.enametoolong", 2), errno.EISDIR: ("os.eisdir", 2),
+    errno.ENOTDIR: ("os.enotdir", 2), errno.EEXIST: ("os.eexist", 2), errno.ENOTEMPTY: ("os.enotempty", 2),
+    errno.EMFILE: ("os.emfile", 1), errno.ENFILE: ("os.enfile", 1), errno.EIO: ("os.eio", 1),
+    errno.ENXIO: ("os.enxio", 2), errno.ETXTBSY: ("os.etxtbsy", 1), errno.EXDEV: ("os.exdev", 1),
+    errno.ENOMEM: ("os.enomem", 1),
 }
 
-#: Class names of network exceptions (requests, httpx, urllib3, socket) -> (message, fix, exit code).
-_NETWORK: tuple[tuple[tuple[str, ...], str, str], ...] = (
-    (("ConnectTimeout", "ConnectTimeoutError"), "no connection to {where} within the connect timeout",
-     "check the address and your network; VLHUB_CONNECT_TIMEOUT sets the limit in seconds"),
-    (("ReadTimeout", "ReadTimeoutError", "Timeout", "TimeoutException", "TimeoutError", "timeout"),
-     "{where} accepted the connection but sent no answer within the read timeout",
-     "the server may be overloaded or down: retry later; VLHUB_READ_TIMEOUT sets the limit in seconds"),
+#: Class names of network exceptions (requests, httpx, urllib3, socket) -> catalog key.
+_NETWORK: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("ConnectTimeout", "ConnectTimeoutError"), "net.connect_timeout"),
+    (("ReadTimeout", "ReadTimeoutError", "Timeout", "TimeoutException", "TimeoutError", "timeout"), "net.read_timeout"),
     (("ConnectionError", "ConnectError", "NewConnectionError", "ConnectionRefusedError", "RemoteDisconnected",
-      "ProtocolError", "ConnectionResetError"),
-     "cannot reach {where} (connection refused or cut)", "check the address, that the server runs, and your network"),
+      "ProtocolError", "ConnectionResetError"), "net.unreachable"),
 )
 
 
 def _network_error(exc: BaseException) -> VlhubError | None:
     names = {cls.__name__ for cls in type(exc).__mro__}
-    for classes, message, fix in _NETWORK:
+    for classes, key in _NETWORK:
         if names & set(classes):
-            where = _url_of(exc) or _current.get() or "the server"
-            return VlhubError(message.format(where=where), fix)
+            return VlhubError(key, place=_url_of(exc) or _current.get() or "the server")
     return None
 
 
@@ -140,31 +120,25 @@ def user_error(exc: BaseException) -> VlhubError:
     if network is not None:
         return network
     if isinstance(exc, UnicodeEncodeError) and exc.encoding == "utf-8" and "surrogate" in exc.reason:
-        return BadInput(f"a file name that is not valid UTF-8 under {_current.get() or 'the folder'}: "
-                        f"{exc.object[max(0, exc.start - 40):exc.end + 40]!r}",
-                        "rename the file to a UTF-8 name (e.g. `convmv -f gbk -t utf-8 --notest -r FOLDER`)")
+        name = repr(exc.object[max(0, exc.start - 40):exc.end + 40])
+        return BadInput("text.not_utf8_name", place=_current.get() or "the folder", name=name)
     if isinstance(exc, UnicodeDecodeError):
-        return BadInput(f"{_current.get() or 'a file'}: not UTF-8 text (invalid byte at offset {exc.start})",
-                        "save the file as UTF-8")
+        return BadInput("text.not_utf8", place=_current.get() or "a file", offset=exc.start)
     if isinstance(exc, OSError) and exc.errno in _HOME_ERRNOS and _in_home(_path(exc)):
+        home = {"home": str(home_path()), "reason": exc.strerror or "", "path": _path(exc)}
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            return VlhubError(f"the disk of VLHUB_HOME ({home_path()}) is full: {exc.strerror} ({_path(exc)})",
-                              f"free space there (`df -h {home_path()}`) or set VLHUB_HOME to a folder on another disk")
-        return BadInput(f"VLHUB_HOME ({home_path()}) is not writable: {exc.strerror} ({_path(exc)})",
-                        "set VLHUB_HOME to a writable folder, then rerun")
+            return VlhubError("home.full", **home)
+        return BadInput("home.not_writable", **home)
     if isinstance(exc, OSError) and exc.errno in _OS_ERRORS:
         path = _path(exc) or "the current folder"
-        message, fix, code = _OS_ERRORS[exc.errno]
-        cls = BadInput if code == 2 else VlhubError
-        return cls(message.format(path=path), fix.format(path=path, folder=_folder_of(path)))
+        key, code = _OS_ERRORS[exc.errno]
+        return (BadInput if code == 2 else VlhubError)(key, path=path, folder=_folder_of(path))
     if isinstance(exc, OSError):
         path = _path(exc)
-        where = f" ({path})" if path else ""
-        return VlhubError(f"{exc.strerror or type(exc).__name__}{where}", "rerun with `vlhub --debug ...` for details")
+        return VlhubError("os.other", reason=exc.strerror or type(exc).__name__, place=f" ({path})" if path else "")
     if isinstance(exc, MemoryError):
-        return VlhubError(f"out of memory while working on {_current.get() or 'the task'}",
-                          "close other programs or use smaller inputs")
-    return VlhubError(f"{type(exc).__name__}: {exc}", "rerun with `vlhub --debug ...` for the traceback")
+        return VlhubError("mem.out", place=_current.get() or "the task")
+    return VlhubError("error.unexpected", kind=type(exc).__name__, text=str(exc))
 
 
 def require_free_space(folder: str | os.PathLike[str], needed: int, what: str) -> None:
@@ -182,8 +156,8 @@ def require_free_space(folder: str | os.PathLike[str], needed: int, what: str) -
     where = _folder_of(str(folder))
     free = shutil.disk_usage(where).free
     if free < needed:
-        raise VlhubError(f"{what} needs {_human(needed)} in {where}, but only {_human(free)} is free",
-                         f"free {_human(needed - free)} there (`df -h {where}`) or choose a folder on another disk")
+        raise VlhubError("space.short", what=what, needed=_human(needed), place=where, free=_human(free),
+                         missing=_human(needed - free))
 
 
 def _human(n: float) -> str:

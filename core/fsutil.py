@@ -86,17 +86,21 @@ def read_json(path: Path, default: Any = None, *, expect: type | None = None) ->
     except FileNotFoundError:
         return default
     except json.JSONDecodeError as exc:
-        raise BadInput(f"{path} is damaged: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})",
-                       _REPAIR.get(path.name, "repair it, or delete it and redo the step that wrote it")) from exc
+        raise BadInput("state.damaged_json", path=str(path), detail=f"{exc.msg} at line {exc.lineno}, column {exc.colno}",
+                       **_repair(path)) from exc
     except UnicodeDecodeError as exc:
-        raise BadInput(f"{path} is damaged: not UTF-8 text", _REPAIR.get(path.name, "repair or delete it")) from exc
+        raise BadInput("state.not_utf8", path=str(path), **_repair(path)) from exc
     except OSError as exc:
-        raise BadInput(f"cannot read {path}: {exc.strerror or exc}", "check the path and its permissions") from exc
+        raise BadInput("state.unreadable", path=str(path), reason=exc.strerror or str(exc)) from exc
     if expect is not None and not isinstance(value, expect):
-        raise BadInput(f"{path} is damaged: a JSON {_JSON_NAMES.get(expect, expect.__name__)} was expected, "
-                       f"found {_JSON_NAMES.get(type(value), type(value).__name__)}",
-                       _REPAIR.get(path.name, "repair it, or delete it and redo the step that wrote it"))
+        raise BadInput("state.wrong_type", path=str(path), expected=_JSON_NAMES.get(expect, expect.__name__),
+                       found=_JSON_NAMES.get(type(value), type(value).__name__), **_repair(path))
     return value
+
+
+def _repair(path: Path) -> dict[str, str]:
+    en, zh = _REPAIR.get(path.name, _REPAIR_ANY)
+    return {"fix": en, "fix_zh": zh}
 
 
 def read_cache(path: Path, default: Any, *, expect: type = dict) -> Any:
@@ -110,14 +114,19 @@ def read_cache(path: Path, default: Any, *, expect: type = dict) -> Any:
 
 _JSON_NAMES = {dict: "object", list: "array", str: "string", int: "number", float: "number", bool: "boolean",
                type(None): "null"}
-#: The fix for a damaged state file, by file name.
+_PREPARE_AGAIN = ("prepare the data again with `vlhub data prepare ... --force`",
+                  "请用 `vlhub data prepare ... --force` 重新准备数据")
+_REPAIR_ANY = ("repair it, or delete it and redo the step that wrote it", "请修复它，或删除后重新执行写入它的步骤")
+#: The fix for a damaged state file, by file name: (English, 中文).
 _REPAIR = {
-    "run.json": "the run's record is lost: delete the run folder (its checkpoints stay usable with `vlhub convert PATH`)",
-    "prepared.json": "prepare the data again with `vlhub data prepare ... --force`",
-    "stats.json": "prepare the data again with `vlhub data prepare ... --force`",
-    "val_mc.json": "prepare the data again with `vlhub data prepare ... --force`",
-    "vlhub_provenance.json": "repair it, or delete it (it only feeds the model card)",
-    "env.json": "recreate the environment with `vlhub env create NAME`",
+    "run.json": ("the run's record is lost: delete the run folder (its checkpoints stay usable with "
+                 "`vlhub convert PATH`)", "该运行的记录已丢失：请删除运行文件夹（其中的检查点仍可用 `vlhub convert PATH` 转换）"),
+    "prepared.json": _PREPARE_AGAIN,
+    "stats.json": _PREPARE_AGAIN,
+    "val_mc.json": _PREPARE_AGAIN,
+    "vlhub_provenance.json": ("repair it, or delete it (it only feeds the model card)",
+                              "请修复或删除它（它只用于生成模型卡片）"),
+    "env.json": ("recreate the environment with `vlhub env create NAME`", "请用 `vlhub env create NAME` 重新创建环境"),
 }
 
 
@@ -162,13 +171,12 @@ def check_output_file(path: Path, flag: str) -> Path:
     """
     path = Path(path).expanduser().absolute()
     if path.is_dir():
-        raise BadInput(f"{flag} {path} is a folder", f"give a file name, e.g. {flag} {path / 'chat.json'}")
+        raise BadInput("out.file_is_folder", flag=flag, path=str(path), example=str(path / "chat.json"))
     parent = path.parent
     if not parent.is_dir():
-        raise BadInput(f"{flag} {path}: the folder {parent} does not exist", f"create it first (mkdir -p {parent})")
+        raise BadInput("out.parent_missing", flag=flag, path=str(path), parent=str(parent))
     if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise BadInput(f"{flag} {path}: cannot write there (permission denied or read-only)",
-                       "choose a folder you can write to")
+        raise BadInput("out.not_writable", flag=flag, path=str(path))
     return path
 
 
@@ -188,15 +196,13 @@ def check_replaceable(target: Path, marker: str, *, force: bool, flag: str = "--
     """
     target = Path(target)
     if target.exists() and not target.is_dir():
-        raise BadInput(f"{flag} {target} is a file", "choose a folder path")
+        raise BadInput("out.is_file", flag=flag, path=str(target))
     if not target.is_dir() or not any(target.iterdir()):
         return
     if not force:
-        raise BadInput(f"{flag} {target} already exists and is not empty",
-                       f"choose another {flag}, or pass --force to replace it once the new folder is complete")
+        raise BadInput("out.exists", flag=flag, path=str(target))
     if not (target / marker).is_file():
-        raise BadInput(f"{flag} {target} holds files vlhub did not write (no {marker}): --force replaces only "
-                       "a folder vlhub wrote, or an empty one", f"choose another {flag} (a new or empty folder)")
+        raise BadInput("out.not_vlhub", flag=flag, path=str(target), marker=marker)
 
 
 @contextlib.contextmanager
