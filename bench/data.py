@@ -83,7 +83,7 @@ def main() -> None:
     plain = min(baseline(root) for _ in range(args.repeat))
     prep = min(vlhub_prepare(root, out) for _ in range(args.repeat))
     check = min(vlhub_validate(out, root) for _ in range(args.repeat))
-    from vlhub.plugins.datasets.images import default_workers
+    from vlhub.core.prepared.images import default_workers
 
     print(f"set: {args.records} records, {args.images} images, {default_workers()} worker processes")
     print(f"plain json.load + Image.verify loop: {plain:.3f} s ({args.records / plain:,.0f} records/s)")

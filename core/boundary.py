@@ -15,6 +15,7 @@ import contextlib
 import contextvars
 import errno
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Iterator
@@ -72,22 +73,45 @@ _NETWORK: tuple[tuple[tuple[str, ...], str], ...] = (
 )
 
 
-def _network_error(exc: BaseException) -> VlhubError | None:
-    names = {cls.__name__ for cls in type(exc).__mro__}
-    for classes, key in _NETWORK:
-        if names & set(classes):
-            return VlhubError(key, place=_url_of(exc) or _current.get() or "the server")
+def network_error(exc: BaseException) -> VlhubError | None:
+    """The one-line error for a network failure (refused, cut, timed out: requests, httpx, urllib3 and
+    socket exceptions, also when wrapped as ``__cause__``/``__context__`` by an SDK), else ``None``.
+
+    Callers that interpret a failed request (e.g. "the token was rejected") call this first, so a
+    dead server is never reported as a bad token. The message names the URL or host the exception
+    chain names.
+    """
+    chain: list[BaseException] = []
+    while exc is not None and len(chain) < 6 and exc not in chain:
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    for item in chain:
+        names = {cls.__name__ for cls in type(item).__mro__}
+        for classes, key in _NETWORK:
+            if names & set(classes):
+                place = next(filter(None, map(_url_of, chain)), "") or _current.get() or "the server"
+                return VlhubError(key, place=place)
     return None
 
 
 def _url_of(exc: BaseException) -> str:
-    """The URL or host a network exception names (requests and httpx keep the request on it)."""
+    """The URL or host an exception names: requests/httpx keep the request, urllib3 its pool and
+    URL; otherwise the first URL or ``host=..., port=...`` in its text."""
     for attr in ("request", "response"):
         with contextlib.suppress(Exception):
             url = getattr(getattr(exc, attr, None), "url", None)
             if url:
                 return str(url)
-    return ""
+    url = getattr(exc, "url", None)
+    pool = getattr(exc, "pool", None)
+    if pool is not None and getattr(pool, "host", None):
+        return f"{getattr(pool, 'scheme', 'http')}://{pool.host}:{pool.port}{url or ''}"
+    text = str(exc)
+    found = re.search(r"[a-z][a-z0-9+.-]*://[^\s'\"),]+", text)
+    if found:
+        return found.group(0)
+    found = re.search(r"host='([^']+)', port=(\d+)", text)
+    return f"{found.group(1)}:{found.group(2)}" if found else ""
 
 
 #: Errors that mean vlhub's own state folder cannot be written.
@@ -116,7 +140,7 @@ def user_error(exc: BaseException) -> VlhubError:
     """
     if isinstance(exc, VlhubError):
         return exc
-    network = _network_error(exc)
+    network = network_error(exc)
     if network is not None:
         return network
     if isinstance(exc, UnicodeEncodeError) and exc.encoding == "utf-8" and "surrogate" in exc.reason:

@@ -1,9 +1,10 @@
-"""Chatting with models: the one API the ``vlhub chat`` / ``vlhub eval`` commands and the Chat page call.
+"""Chatting with models: the one API the ``vlhub chat`` command and the Chat page call.
 
-A :class:`Conversation` opens a session on a chat backend, keeps the history,
+A :class:`Conversation` opens a session on a registered chat backend, keeps the history,
 sends user turns with images, streams the answers and exports the conversation.
 :class:`Comparison` asks two conversations the same question (base vs fine-tuned);
-:func:`evaluate` measures multiple-choice accuracy on a prepared validation split.
+:func:`examples` offers prompts from a prepared dataset. Accuracy on a validation split is
+:mod:`vlhub.core.eval`'s.
 """
 from __future__ import annotations
 
@@ -19,9 +20,7 @@ from PIL import Image, UnidentifiedImageError
 from . import plugins
 from .errors import BadInput, MissingDependency
 from .fsutil import read_json
-from .types import ChatBackend, ChatSession, GenerationSettings, Progress, ProgressCallback, Turn, to_dict
-
-LETTERS = "ABCDEFGHIJ"
+from .types import ChatBackend, ChatSession, GenerationSettings, Turn, to_dict
 
 
 def backends() -> dict[str, ChatBackend]:
@@ -96,8 +95,8 @@ class Conversation:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def to_data(self) -> dict[str, Any]:
-        """The conversation as JSON-ready data."""
+    def public(self) -> dict[str, Any]:
+        """The conversation as JSON-ready data: backend, model, settings and turns."""
         return {"backend": self.backend, "model": self.model, "settings": to_dict(self.settings),
                 "turns": [to_dict(t) for t in self.history]}
 
@@ -123,47 +122,44 @@ class Comparison:
         return [side.ask(text, checked) for side in self.sides]
 
     def clear(self) -> None:
+        """Forget every side's history (the models stay loaded)."""
         for side in self.sides:
             side.clear()
 
     def close(self) -> None:
+        """Stop every side's worker or server."""
         for side in self.sides:
             side.close()
 
-    def to_data(self) -> dict[str, Any]:
-        return {"sides": [side.to_data() for side in self.sides]}
+    def public(self) -> dict[str, Any]:
+        """Every side's :meth:`Conversation.public`."""
+        return {"sides": [side.public() for side in self.sides]}
 
     def to_markdown(self) -> str:
+        """Every side's :meth:`Conversation.to_markdown`, one after the other."""
         return "\n\n".join(side.to_markdown() for side in self.sides)
 
 
 def export(convo: Conversation | Comparison, fmt: str) -> str:
-    """``json`` or ``md`` text of a conversation or comparison."""
+    """``json`` or ``md`` text of a conversation or comparison.
+
+    Raises:
+        BadInput: another format.
+    """
     if fmt == "json":
-        return json.dumps(convo.to_data(), indent=2, ensure_ascii=False)
+        return json.dumps(convo.public(), indent=2, ensure_ascii=False)
     if fmt == "md":
         return convo.to_markdown()
     raise BadInput(f"unknown export format {fmt!r}", "use json or md")
 
 
-# ------------------------------------------------------------------ evaluation
-def mc_prompt(question: str, choices: Sequence[str]) -> str:
-    """The multiple-choice prompt (the MMBench style InternVL is evaluated with)."""
-    options = "\n".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(choices))
-    return f"{question}\n{options}\nAnswer with the option's letter from the given choices directly."
+# ------------------------------------------------------------------ prompts from prepared data
+def prepared_folder(data: str | Path) -> tuple[Path, Path]:
+    """``(folder, image root)`` of a prepared dataset folder, or of a file inside one.
 
-
-def parse_choice(answer: str, choices: Sequence[str]) -> int | None:
-    """The chosen index: a leading option letter, else the one choice whose text the answer contains."""
-    match = re.match(r"\W*([A-J])\b", answer.strip())
-    if match and LETTERS.index(match.group(1)) < len(choices):
-        return LETTERS.index(match.group(1))
-    hits = [i for i, c in enumerate(choices) if c and c in answer]
-    return hits[0] if len(hits) == 1 else None
-
-
-def _prepared(data: str | Path) -> tuple[Path, Path]:
-    """(folder, image root) of a prepared dataset folder or of a file inside one."""
+    Raises:
+        BadInput: its ``prepared.json`` is damaged.
+    """
     path = Path(data).expanduser().resolve()
     folder = path if path.is_dir() else path.parent
     manifest = read_json(folder / "prepared.json", {}, expect=dict)
@@ -171,62 +167,30 @@ def _prepared(data: str | Path) -> tuple[Path, Path]:
     return folder, Path(root) if isinstance(root, str) and root else folder
 
 
-def _plain(text: str) -> str:
+def plain_prompt(text: str) -> str:
     """A dataset prompt without its ``<image>`` placeholders (backends place the images)."""
     return re.sub(r"[ \t]*<image>[ \t]*\n?", "", text).strip()
 
 
-def _images(record: Mapping[str, Any], root: Path) -> list[str]:
+def record_images(record: Mapping[str, Any], root: Path) -> list[str]:
+    """The image paths of a LLaVA-style record (``image``: one or a list), under ``root``."""
     value = record.get("image") or []
     return [str(root / v) for v in ([value] if isinstance(value, str) else value)]
 
 
-def load_mc(data: str | Path) -> list[dict[str, Any]]:
-    """Items of ``val_mc.json`` in a prepared folder (or the file itself), with ``images`` resolved."""
-    folder, root = _prepared(data)
-    path = Path(data).expanduser().resolve()
-    path = path if path.is_file() else folder / "val_mc.json"
-    items = read_json(path, [], expect=list)
-    items = [item for item in items if isinstance(item, dict)]
-    if not items:
-        raise BadInput(f"{data}: no multiple-choice validation items (looked for {path})",
-                       "give a folder prepared by `vlhub data prepare` with a validation split")
-    return [{**item, "images": _images(item, root)} for item in items]
-
-
 def examples(data: str | Path, limit: int = 12) -> list[dict[str, Any]]:
-    """Example prompts with their images from a prepared folder (val.json, else train.json)."""
-    folder, root = _prepared(data)
+    """Example prompts with their images from a prepared folder (``val.json``, else ``train.json``).
+
+    Returns:
+        Up to ``limit`` ``{"prompt", "images"}`` (the first human turn of each record).
+    Raises:
+        BadInput: a damaged JSON file.
+    """
+    folder, root = prepared_folder(data)
     records = read_json(folder / "val.json", [], expect=list) or read_json(folder / "train.json", [], expect=list)
     out = []
     for record in [r for r in records if isinstance(r, dict)][:limit]:
         turns = record.get("conversations") if isinstance(record.get("conversations"), list) else []
         human = next((c["value"] for c in turns if isinstance(c, dict) and c.get("from") == "human"), "")
-        out.append({"prompt": _plain(human), "images": _images(record, root)})
+        out.append({"prompt": plain_prompt(human), "images": record_images(record, root)})
     return out
-
-
-def evaluate(convo: Conversation, items: Sequence[Mapping[str, Any]],
-             progress: ProgressCallback | None = None) -> dict[str, Any]:
-    """Accuracy of one model on multiple-choice items (greedy, a fresh history per item).
-
-    The conversation's own history and settings are put back afterwards.
-    """
-    saved = convo.history, convo.settings
-    convo.settings = GenerationSettings(temperature=0.0, top_p=1.0, max_new_tokens=16)
-    rows = []
-    try:
-        for n, item in enumerate(items):
-            convo.clear()
-            prompt = _plain(item.get("prompt") or mc_prompt(item["question"], item["choices"]))
-            answer = convo.answer(prompt, item["images"])
-            chosen = parse_choice(answer, item["choices"])
-            rows.append({"id": item.get("id", n), "answer": int(item["answer"]), "chosen": chosen,
-                         "reply": answer, "correct": chosen == int(item["answer"])})
-            if progress:
-                progress(Progress(f"eval {Path(convo.model).name}", n + 1, len(items), "items"))
-    finally:
-        convo.history, convo.settings = saved
-    correct = sum(r["correct"] for r in rows)
-    return {"model": convo.model, "backend": convo.backend, "correct": correct, "total": len(rows),
-            "accuracy": correct / len(rows) if rows else 0.0, "items": rows}

@@ -43,11 +43,12 @@ def cli(debug: bool) -> None:
 @cli.command(name="plugins")
 @click.option("--json", "as_json", is_flag=True, help="Output JSON.")
 def plugins_cmd(as_json: bool) -> None:
-    """List loaded plugins, what each registered, and plugins that failed."""
+    """List loaded plugins, what each registered, and plugins that failed (with the reason)."""
     report = plugins.host().describe()
     if as_json:
         emit_json(report)
         return
+    click.echo(f"vlhub plugin API {report['plugin_api_version']}")
     for p in report["plugins"]:
         kind = "built-in" if p["builtin"] else p["distribution"]
         click.echo(f"{p['name']} {p['version']} ({kind})")
@@ -62,14 +63,14 @@ def plugins_cmd(as_json: bool) -> None:
 # ------------------------------------------------------------------ env
 @cli.group()
 def env() -> None:
-    """Stage environments (train: xtuner + DeepSpeed; serve: LMDeploy)."""
+    """Stage environments, declared by plugins (built-in: train = xtuner + DeepSpeed; serve = LMDeploy)."""
 
 
 @env.command(name="create")
-@click.argument("name", type=click.Choice(stage.STAGES))
+@click.argument("name")
 @click.option("--python", "base_python", help="Base interpreter for the new virtual environment.")
 def env_create(name: str, base_python: str | None) -> None:
-    """Create (or repair) a stage environment with vlhub's pinned set."""
+    """Create (or repair) stage environment NAME with its pinned set (`vlhub env check` lists the names)."""
     progress, close = tqdm_progress()
     try:
         status = stage.create(name, progress, base_python)
@@ -79,20 +80,20 @@ def env_create(name: str, base_python: str | None) -> None:
 
 
 @env.command(name="use")
-@click.argument("name", type=click.Choice(stage.STAGES))
+@click.argument("name")
 @click.option("--python", required=True, help="Path of the existing environment's python.")
 def env_use(name: str, python: str) -> None:
-    """Adopt an existing environment (e.g. a tutorial's xtuner-env) after checking it."""
+    """Adopt an existing environment (e.g. a tutorial's xtuner-env) as stage environment NAME after checking it."""
     status = stage.adopt(name, python)
     say(f"{name}: using {status.python} ({', '.join(f'{k} {v}' for k, v in status.versions.items())})")
 
 
 @env.command(name="check")
-@click.argument("names", nargs=-1, type=click.Choice(stage.STAGES))
+@click.argument("names", nargs=-1)
 @click.option("--json", "as_json", is_flag=True, help="Output JSON.")
 def env_check(names: tuple[str, ...], as_json: bool) -> None:
-    """Versions, GPU visibility and what is missing, per stage environment."""
-    report = [stage.check(n).public() for n in (names or stage.STAGES)]
+    """Versions, GPU visibility and what is missing, per stage environment (NAMES, default: all)."""
+    report = [stage.check(n).public() for n in (names or stage.names())]
     if as_json:
         emit_json(report)
         return
@@ -135,7 +136,8 @@ def _run_row(run: runs.Run) -> dict[str, Any]:
 
 
 @cli.command(name="runs")
-@click.option("--kind", help="Only runs of this kind (train, convert, publish, data).")
+@click.option("--kind", help="Only runs of this kind (train, eval, publish, or a launcher job's action: "
+                              "data.prepare, convert, env.create, train.plan, ...).")
 @click.option("--json", "as_json", is_flag=True, help="Output JSON.")
 def runs_cmd(kind: str | None, as_json: bool) -> None:
     """List runs in the vlhub workspace, newest first."""

@@ -1,13 +1,15 @@
-"""``vlhub chat`` and ``vlhub eval``: thin wrappers over :mod:`vlhub.core.chat`."""
+"""``vlhub chat`` and ``vlhub eval``: thin wrappers over :mod:`vlhub.core.chat` and :mod:`vlhub.core.eval`."""
 from __future__ import annotations
 
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any, Iterable
 
 import click
 
 from . import chat as chatapi
+from . import eval as evalapi
 from .errors import BadInput
 from .fsutil import atomic_write_text, check_output_file
 from .output import emit_json, say, table, tqdm_progress
@@ -111,7 +113,7 @@ def chat(model: str | None, images: tuple[str, ...], message: str | None, backen
         else:
             _loop(convo, checked)
         if as_json:
-            emit_json(convo.to_data())
+            emit_json(convo.public())
         if export_to:
             atomic_write_text(export_to, chatapi.export(convo, "md" if export_to.suffix == ".md" else "json"))
 
@@ -125,22 +127,20 @@ def chat(model: str | None, images: tuple[str, ...], message: str | None, backen
 def eval_cmd(models: tuple[str, ...], data: str, limit: int | None, backend: str | None, base_url: str | None,
              engine: str | None, tp: int | None, session_len: int | None,
              device: str | None, as_json: bool) -> None:
-    """Multiple-choice accuracy of one or two MODELS (before/after) on the validation split."""
+    """Multiple-choice accuracy of one or two MODELS (before/after) on the validation split (an `eval` run)."""
     if len(models) > 2:
         raise BadInput(f"{len(models)} models given", "give one model, or two to compare (base, fine-tuned)")
-    items = chatapi.load_mc(data)[:limit]
     options = _backend_options(base_url, engine, tp, session_len, device)
     progress, close = tqdm_progress(not as_json)
-    results = []
-    try:
-        for model in models:
-            with _open(model, None, backend, options) as convo:
-                results.append(chatapi.evaluate(convo, items, progress))
+    try:  # one model loaded at a time
+        report = evalapi.evaluate_models([partial(_open, model, None, backend, options) for model in models],
+                                         data, limit, progress)
     finally:
         close()
     if as_json:
-        emit_json({"data": str(Path(data).resolve()), "results": results})
+        emit_json(report)
         return
     rows = [{"model": r["model"], "backend": r["backend"], "correct": r["correct"], "total": r["total"],
-             "accuracy": f"{r['accuracy']:.1%}"} for r in results]
+             "accuracy": f"{r['accuracy']:.1%}"} for r in report["results"]]
     click.echo(table(rows, ["model", "backend", "correct", "total", "accuracy"]))
+    say(f"recorded as run {report['run_id']}")

@@ -1,8 +1,9 @@
-"""``vlhub convert`` and ``vlhub templates``: thin wrappers over the converter and template plugins."""
+"""``vlhub convert`` and ``vlhub templates``: thin wrappers over :mod:`vlhub.core.convert`."""
 from __future__ import annotations
 
 import click
 
+from . import convert as convertapi
 from .output import emit_json, say, table, tqdm_progress
 from .types import to_dict
 
@@ -20,11 +21,9 @@ from .types import to_dict
 def convert(source: str, out: str, config: str | None, converter: str | None, template: str | None,
             image: str | None, force: bool, no_verify: bool, as_json: bool) -> None:
     """Convert RUN_ID (its last checkpoint) or a CHECKPOINT (iter_N.pth file or DeepSpeed folder) to a model folder."""
-    from vlhub.plugins.converters import convert as run_convert
-
     progress, close = tqdm_progress()
     try:
-        result = run_convert(source, out, config=config, converter=converter, template=template, force=force,
+        result = convertapi.convert(source, out, config=config, converter=converter, template=template, force=force,
                              verify=not no_verify, image=image, progress=progress)
     finally:
         close()
@@ -39,9 +38,7 @@ def convert(source: str, out: str, config: str | None, converter: str | None, te
 @click.option("--json", "as_json", is_flag=True, help="Output JSON (with each template's Jinja).")
 def templates(as_json: bool) -> None:
     """List chat templates, the models each matches and the xtuner template each trains with."""
-    from vlhub.plugins.templates import all_templates, describe
-
-    rows = [describe(t) for t in all_templates().values()]
+    rows = [convertapi.template_public(t) for t in convertapi.templates().values()]
     if as_json:
         emit_json(rows)
         return

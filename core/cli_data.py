@@ -7,6 +7,7 @@ from typing import Any, Callable, TypeVar
 import click
 
 from . import data as api
+from .options import flag, parse_pairs
 from .output import emit_json, say, tqdm_progress
 from .types import Problem
 
@@ -23,8 +24,9 @@ def _with_progress(work: Callable[[Any], T]) -> T:
 
 
 def _strict_json(as_json: bool, work: Callable[[], T]) -> T:
-    """Run ``work``; on a strict validation failure print its report as JSON too, then fail."""
-    from vlhub.plugins.datasets.validate import ValidationFailed
+    """Run ``work``; on a validation failure (``--strict``, or too few records kept) print its report
+    (as JSON too with ``--json``) and the first problems, then fail."""
+    from .prepared.validate import ValidationFailed
 
     try:
         return work()
@@ -36,7 +38,7 @@ def _strict_json(as_json: bool, work: Callable[[], T]) -> T:
 
 
 def _show_problems(problems: list[Problem]) -> None:
-    from vlhub.plugins.datasets.validate import describe
+    from .prepared.validate import describe
 
     if problems:
         say(f"problems (first {min(SHOWN, len(problems))} of {len(problems)}):")
@@ -55,7 +57,7 @@ def _extra_options(name: str, args: list[str]) -> dict[str, str]:
         key = key.replace("-", "_")
         if key not in declared:
             raise click.UsageError(f"unexpected argument {arg!r} (options of {name}: "
-                                   f"{', '.join('--' + k.replace('_', '-') for k in declared) or 'none'})")
+                                   f"{', '.join(map(flag, declared)) or 'none'})")
         if not sep:
             bare_flag = declared[key]["type"] == "bool" and (not rest or rest[0].startswith("--"))
             value = "true" if bare_flag else rest.pop(0) if rest else ""
@@ -79,7 +81,7 @@ def list_cmd(as_json: bool) -> None:
     for row in rows:
         click.echo(f"{row['name']}: {row['description']}")
         for option in row["options"]:
-            click.echo(f"  --{option['name'].replace('_', '-')} ({option['type']}, default {option['default']!r}): "
+            click.echo(f"  {flag(option['name'])} ({option['type']}, default {option['default']!r}): "
                        f"{option['help']}")
 
 
@@ -90,20 +92,21 @@ def list_cmd(as_json: bool) -> None:
 @click.option("--opt", "opts", multiple=True, metavar="KEY=VALUE", help="A plugin option (repeatable).")
 @click.option("--strict", is_flag=True, help="Fail (exit 1, nothing written) if any record is bad.")
 @click.option("--force", is_flag=True, help="Replace an existing --out folder.")
+@click.option("--min-kept", type=int, default=None, metavar="N",
+              help="Fail (exit 1, nothing written) when fewer than N records are kept (default 1; 0 accepts none).")
 @click.option("--json", "as_json", is_flag=True, help="Output JSON.")
 @click.pass_context
 def prepare(ctx: click.Context, name: str, source: Path, out: Path, opts: tuple[str, ...], strict: bool,
-            force: bool, as_json: bool) -> None:
+            force: bool, min_kept: int | None, as_json: bool) -> None:
     """Convert the dataset NAME in --source into LLaVA-style train/val JSON in --out.
 
     Plugin options go as --opt KEY=VALUE or as flags (e.g. --val-fraction 0.2);
     `vlhub data list` shows them.
     """
-    from vlhub.plugins.datasets.options import parse_pairs
-
     options = {**_extra_options(name, ctx.args), **parse_pairs(opts)}
     result = _strict_json(as_json, lambda: _with_progress(
-        lambda progress: api.prepare(name, source, out, options, strict=strict, force=force, progress=progress)))
+        lambda progress: api.prepare(name, source, out, options, strict=strict, force=force, min_kept=min_kept,
+                              progress=progress)))
     if as_json:
         emit_json(api.result(result))
     splits = ", ".join(f"{k} {v}" for k, v in result.records.items())

@@ -43,12 +43,22 @@ def publish(folder: Path, targets: tuple[str, ...], private: bool, dry_run: bool
     options = {"private": private, "via": via, "message": message, "require_keyword": require_keyword,
                "overwrite_card": overwrite_card, "follow_symlinks": follow_symlinks}
     progress, close = tqdm_progress(enabled=not as_json)
+
+    def attached(run) -> None:  # type: ignore[no-untyped-def]
+        say(f"already running as run {run.id} (pid {run.data.get('pid')}); following it")
+
     try:
-        report = core.publish(folder, list(targets), options, dry_run=dry_run, progress=progress)
+        report = core.publish(folder, list(targets), options, dry_run=dry_run, progress=progress,
+                              on_attach=attached)
     finally:
         close()
     if as_json:
         emit_json(report.public())
+    elif report.followed is not None:
+        for item in report.public()["targets"]:
+            outcome = item.get("result") or {}
+            say(f"Error: {item['error']}" if item.get("error") else
+                f"{item.get('target')}: {outcome.get('url', '')} (sent by run {report.followed.get('id')})")
     else:
         for result in report.results:
             _show(result, dry_run)

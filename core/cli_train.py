@@ -1,41 +1,68 @@
-"""``vlhub train`` and ``vlhub run stop``: thin wrappers over :mod:`vlhub.plugins.trainers.training`.
+"""``vlhub train`` and ``vlhub run stop``: thin wrappers over :mod:`vlhub.core.train`.
 
-The training flags are generated from the built-in trainer's option list (the Train page
-renders the same list as form fields). They are read as text and checked by the trainer,
-so a bad value is one line naming the flag and the fix (exit 2).
+The training flags are the chosen trainer's own options (``--trainer NAME``, default ``xtuner``):
+``vlhub train --trainer X --help`` lists X's settings, the Train page renders the same list as
+form fields. They are read as text and checked by the trainer, so a bad value is one line naming
+the flag and the fix (exit 2).
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Sequence
 
 import click
 
+from . import train as trainapi
 from .errors import BadInput
 from .output import emit_json, say
 from .types import Option, TrainPlan, to_dict
 
 
-def _training_options() -> tuple[Option, ...]:
-    from vlhub.plugins.trainers.settings import OPTIONS
-
-    return OPTIONS
-
-
-def _click_option(opt: Option) -> Callable[[Any], Any]:
+def _click_option(opt: Option) -> click.Option:
+    """A plugin option as a click flag: ``--NAME`` (``--NAME/--no-NAME`` for yes/no, repeatable for lists),
+    read as text (the plugin converts and checks it)."""
     flag = "--" + opt.name.replace("_", "-")
     default = f" (default: {opt.default})" if opt.default not in (None, ()) else ""
     if opt.type is bool:
-        return click.option(f"{flag}/--no-{flag[2:]}", opt.name, default=None, help=opt.help + default)
+        return click.Option([f"{flag}/--no-{flag[2:]}", opt.name], default=None, help=opt.help + default)
     metavar = "[" + "|".join(opt.choices) + "]" if opt.choices else opt.type.__name__.upper()
-    return click.option(flag, opt.name, multiple=opt.type is list, metavar="TEXT" if opt.type is list else metavar,
+    return click.Option([flag, opt.name], multiple=opt.type is list, metavar="TEXT" if opt.type is list else metavar,
                         help=opt.help + default)
 
 
-def _with_training_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    for opt in reversed(_training_options()):
-        func = _click_option(opt)(func)
-    return func
+def _trainer_in(args: Sequence[str]) -> str:
+    """The ``--trainer`` value among the command's arguments (before they are parsed), else the default."""
+    for n, arg in enumerate(args):
+        if arg == "--trainer" and n + 1 < len(args):
+            return args[n + 1]
+        if arg.startswith("--trainer="):
+            return arg.split("=", 1)[1]
+    return trainapi.DEFAULT_TRAINER
+
+
+class TrainerCommand(click.Command):
+    """A command whose flags are its fixed ones plus the options of the trainer named by ``--trainer``."""
+
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
+                     **extra: Any) -> click.Context:
+        """Set this command's flags for the trainer ``args`` name, then parse as click does.
+
+        Raises:
+            BadInput: no such trainer, or it declares an option named like a fixed flag.
+        """
+        fixed = [p for p in self.params if not getattr(p, "from_trainer", False)]
+        taken = {p.name for p in fixed}
+        trainer = _trainer_in(args)
+        added = []
+        for opt in trainapi.options(trainer):
+            if opt.name in taken:
+                raise BadInput(f"trainer {trainer!r} declares an option {opt.name!r}, which `vlhub train` already has",
+                               "rename the option in the trainer plugin")
+            param = _click_option(opt)
+            param.from_trainer = True  # type: ignore[attr-defined]
+            added.append(param)
+        self.params = fixed + added
+        return super().make_context(info_name, args, parent, **extra)
 
 
 def _plan_json(plan: TrainPlan) -> dict[str, Any]:
@@ -48,34 +75,33 @@ def _say_plan(plan: TrainPlan) -> None:
     ds = plan.dataset
     say(f"config:  {plan.config}")
     say(f"command: {' '.join(plan.command)}")
-    say(f"dataset: {ds['samples']} samples, tokens median {ds['tokens']['median']} / max {ds['tokens']['max']}, "
-        f"{ds['over_max_length']} over --max-length, {ds['iterations']} iterations")
+    if {"samples", "tokens", "over_max_length", "iterations"} <= set(ds):
+        say(f"dataset: {ds['samples']} samples, tokens median {ds['tokens']['median']} / max {ds['tokens']['max']}, "
+            f"{ds['over_max_length']} over --max-length, {ds['iterations']} iterations")
     if "step" in ds:
         say(f"step:    one CPU training step, loss {ds['step']['loss']:.4f} ({ds['step']['attention']} attention)")
     for note in plan.warnings:
         say(f"note:    {note}")
 
 
-@click.command()
+@click.command(cls=TrainerCommand)
 @click.option("--model", type=click.Path(path_type=Path), help="InternVL2 model folder.")
 @click.option("--data", type=click.Path(path_type=Path), help="Prepared data folder (or a LLaVA-style JSON file).")
 @click.option("--resume", "resume_id", metavar="RUN_ID", help="Resume a run from its last complete checkpoint.")
-@click.option("--trainer", default="xtuner", show_default=True, help="Trainer plugin.")
+@click.option("--trainer", default=trainapi.DEFAULT_TRAINER, show_default=True,
+              help="Trainer plugin; the flags below are its settings (`vlhub train --trainer NAME --help`).")
 @click.option("--dry-run", is_flag=True, help="Write the config and check the data, but do not start.")
 @click.option("--json", "as_json", is_flag=True, help="Output JSON.")
-@_with_training_options
 def train(model: Path | None, data: Path | None, resume_id: str | None, trainer: str, dry_run: bool,
           as_json: bool, **options: Any) -> None:
-    """Fine-tune an InternVL2 model with xtuner + DeepSpeed, detached from this command."""
-    from vlhub.plugins.trainers import training
-
+    """Fine-tune a model with a trainer plugin (default: xtuner + DeepSpeed), detached from this command."""
     given = {k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items()
              if v is not None and v != ()}
     if resume_id:
         if model or data or given or dry_run:
             raise BadInput("--resume takes no --model, --data, training flags or --dry-run",
                            f"run `vlhub train --resume {resume_id}` alone (it reuses the run's settings)")
-        run = training.resume_run(resume_id)
+        run = trainapi.resume(resume_id)
         if as_json:
             emit_json({"run_id": run.id, "status": run.status, "pid": run.data.get("pid"),
                        "resumed_from": run.data.get("resumed_from"), "run_dir": str(run.dir)})
@@ -86,9 +112,9 @@ def train(model: Path | None, data: Path | None, resume_id: str | None, trainer:
     if model is None or data is None:
         raise BadInput("--model and --data are required", "give --model MODEL_DIR --data PREPARED_DIR "
                        "(or --resume RUN_ID)")
-    run, plan = training.plan_run(model, data, given, trainer)
+    run, plan = trainapi.plan(model, data, given, trainer)
     if not dry_run:
-        run = training.launch_run(plan)
+        run = trainapi.launch(plan)
     if as_json:
         emit_json({**_plan_json(plan), "status": run.status, "pid": run.data.get("pid")})
         return
@@ -110,9 +136,7 @@ def stop(run_id: str, timeout: float, as_json: bool) -> None:
     Only processes proven to be the run's (pid, start time and command line as recorded when vlhub
     started them) are signalled; a run whose process cannot be proven is `lost`: exit 2, nothing signalled.
     """
-    from vlhub.plugins.trainers import training
-
-    run = training.stop_run(run_id, timeout)
+    run = trainapi.stop(run_id, timeout)
     if as_json:
         emit_json({"run_id": run.id, "status": run.status, "checkpoints": run.data.get("checkpoints", [])})
     else:

@@ -39,7 +39,7 @@ def diagnose() -> dict[str, Any]:
     if home_problem:
         fixes.append(f"{home_problem}: set VLHUB_HOME to a writable folder")
     envs: dict[str, Any] = {}
-    for name in stage.STAGES:
+    for name in stage.names():
         try:
             envs[name] = stage.check(name).public()
         except OSError as exc:  # the envs folder cannot even be created: a finding, not a crash

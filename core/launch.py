@@ -1,6 +1,7 @@
 """Starting the Streamlit launcher as a child process bound to 127.0.0.1 by default."""
 from __future__ import annotations
 
+import importlib.util
 import signal
 import socket
 import subprocess
@@ -11,19 +12,27 @@ import urllib.request
 import webbrowser
 from pathlib import Path
 
-from .errors import BadInput, VlhubError
+from .errors import BadInput, MissingDependency, VlhubError
 from .launch_guard import LOOPBACK_NAMES
 from .stage import clean_env
 
 #: The ``--host`` values that need no ``--allow-remote``: the names the Host guard always serves.
 LOCAL_HOSTS = LOOPBACK_NAMES
+#: The launcher's package, a sibling of this one (its name is built, so that nothing here imports it).
+LAUNCHER_PACKAGE = __name__.rsplit(".", 2)[0] + ".streamlit_app"
 
 
 def app_path() -> Path:
-    """The Streamlit entry script."""
-    from vlhub import streamlit_app
+    """The Streamlit entry script (found, not imported: core never imports the launcher's package).
 
-    return Path(streamlit_app.__file__).parent / "app.py"
+    Raises:
+        MissingDependency: the launcher's package is not installed.
+    """
+    found = importlib.util.find_spec(LAUNCHER_PACKAGE)
+    if found is None or not found.origin:
+        raise MissingDependency(f"the launcher ({LAUNCHER_PACKAGE}) is not installed",
+                                "reinstall vlhub (`pip install -e .` in a checkout)")
+    return Path(found.origin).parent / "app.py"
 
 
 def free_port(host: str, wanted: int) -> int:

@@ -7,10 +7,11 @@ when a live process holds the recorded pid but cannot be proven to be vlhub's, t
 """
 from __future__ import annotations
 
-from . import plugins
-from .runs import UNPROVEN, Run, check_process
+import time
+from typing import Callable
 
-ACTIVE = ("running", "starting", "stopping")
+from . import plugins
+from .runs import ACTIVE, UNPROVEN, Run, check_process, load_run
 #: A run whose recorded process is alive but not provably vlhub's (not active: nothing is signalled).
 LOST = "lost"
 
@@ -28,12 +29,14 @@ def refresh(run: Run) -> Run:
     """Record how an active run ended when its process is no longer vlhub's.
 
     Args:
-        run: any run.
+        run: any run (a training run, or a launcher job's: :mod:`vlhub.core.jobs`).
     Returns:
-        The run, updated in ``run.json`` when it was active and its supervisor (``pid``) is not a live,
-        provably-vlhub process: its trainer (when it has one) judges the outcome, which may be ``lost``;
-        without a trainer it becomes ``lost`` (a live process it cannot prove), else ``stopped``/``failed``.
-        No process is signalled.
+        The run, updated in ``run.json`` when it was active and its process (``pid``: a training run's
+        supervisor, a job's own process) is not a live, provably-vlhub process: its trainer (when it has
+        one) judges the outcome, which may be ``lost``; without a trainer it becomes ``lost`` (a live
+        process it cannot prove), else ``stopped``/``failed``. An outcome the run's own process recorded
+        in the meantime is kept (the change applies only while ``run.json`` still says active). No
+        process is signalled.
     """
     if run.status not in ACTIVE:
         return run
@@ -43,7 +46,29 @@ def refresh(run: Run) -> Run:
     trainer = run.data.get("trainer")
     if trainer and trainer in plugins.registry("trainers"):
         info = plugins.get("trainers", trainer).status(run.dir)
-        return run.update(status=info.get("status", "failed"), **{k: v for k, v in info.items() if k != "status"})
+        return run.update_if(ACTIVE, status=info.get("status", "failed"),
+                             **{k: v for k, v in info.items() if k != "status"})
     if check.state == UNPROVEN:
-        return run.update(status=LOST, lost_reason=check.reason, lost_pid=check.pid)
-    return run.update(status="stopped" if run.status == "stopping" else "failed")
+        return run.update_if(ACTIVE, status=LOST, lost_reason=check.reason, lost_pid=check.pid)
+    return run.update_if(ACTIVE, status="stopped" if run.status == "stopping" else "failed")
+
+
+def follow(run: Run, on_update: Callable[[Run], None] | None = None, poll_s: float = 0.5) -> Run:
+    """Wait for a run another process is doing (one that :func:`vlhub.core.runs.claim` attached to).
+
+    Args:
+        run: the run to follow.
+        on_update: called with the fresh run after each poll (to draw its ``progress``).
+        poll_s: seconds between reads of ``run.json``.
+    Returns:
+        The run once it is no longer active: its own outcome, or the one :func:`refresh` records when
+        its process ended without writing one. Bounded by that process's own limits (network
+        timeouts), never by a lock.
+    """
+    while True:
+        run = refresh(load_run(run.dir))
+        if on_update is not None:
+            on_update(run)
+        if run.status not in ACTIVE:
+            return run
+        time.sleep(poll_s)

@@ -1,24 +1,43 @@
-"""The plugin manager: built-ins and third-party plugins load the same way, from entry points.
+"""The plugin manager: built-ins and third-party plugins load the same way, from entry points, and are checked.
 
 Every plugin, built-in or not, is an entry point in the ``vlhub`` group. The
 built-in ones belong to the ``vlhub`` distribution itself and always load;
 ``VLHUB_LOAD_PLUGINS=a,b`` restricts the others to those entry-point or
-distribution names (an empty value loads built-ins only). A plugin that fails to
-import, or raises inside a hook, is recorded in :data:`failures` and skipped.
+distribution names (an empty value loads built-ins only).
+
+A plugin is checked against the contract before and after it is used:
+
+- on registration (:meth:`PluginHost.admit`): its ``vlhub_requires`` must match
+  :data:`vlhub.core.PLUGIN_API_VERSION`, and each of its ``@hookimpl`` functions must name a hook of
+  :mod:`vlhub.core.hookspecs` and take only arguments that hook passes; otherwise the plugin is
+  unregistered again and none of its hooks is ever called;
+- on each ``register(obj)`` call: ``obj`` must implement its family's interface of
+  :mod:`vlhub.core.types` (:func:`check_interface`: attributes and method signatures); otherwise that
+  object is left out.
+
+Every failure (import, contract, a hook that raises, an object that does not conform) is recorded in
+:attr:`PluginHost.failures` with the plugin's name and the reason; vlhub keeps working without it.
 """
 from __future__ import annotations
 
+import collections.abc
+import difflib
+import inspect
 import os
 import traceback
+import types
+import typing
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable, Mapping
 
 import pluggy
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
-from . import hookspecs
+from . import PLUGIN_API_VERSION, __version__, hookspecs
 from .errors import BadInput
-from .types import ChatBackend, ChatTemplate, Converter, Dataset, Publisher, Trainer
+from .types import ChatBackend, ChatTemplate, Converter, Dataset, ProgressCallback, Published, Publisher, Trainer
 
 GROUP = "vlhub"
 
@@ -32,14 +51,51 @@ FAMILIES: dict[str, tuple[str, type, str]] = {
     "chat_backends": ("register_chat_backends", ChatBackend, "chat backend"),
 }
 
+
+class Publisher01:
+    """``Publisher`` methods as vlhub 0.1 declared them, which vlhub still calls."""
+
+    def publish(self, folder: Path, target: str, options: Mapping[str, Any],
+                progress: ProgressCallback | None = None) -> Published:
+        """Plan again and send ``folder`` to ``target``.
+
+        :func:`vlhub.core.publish.execute` calls it for a publisher whose ``preflight`` returns a plain
+        :class:`~vlhub.core.types.Preflight` instead of a :class:`~vlhub.core.types.PublishPlan`.
+
+        Args:
+            folder, target, options, progress: as for :meth:`vlhub.core.types.Publisher.preflight`.
+        Returns:
+            :class:`~vlhub.core.types.Published`, as :meth:`vlhub.core.types.Publisher.publish`.
+        Raises:
+            vlhub.core.errors.VlhubError: as :meth:`vlhub.core.types.Publisher.publish`.
+        """
+
+
+#: (interface, method) -> older declarations of that method that vlhub still calls; a method that
+#: accepts the calls of any one of them (or of the interface's own) conforms.
+STILL_CALLED: dict[tuple[type, str], tuple[Callable[..., Any], ...]] = {
+    (Publisher, "publish"): (Publisher01.publish,),
+}
+
+#: Every hook name of :mod:`vlhub.core.hookspecs`.
+HOOKS: tuple[str, ...] = tuple(name for name, value in vars(hookspecs).items()
+                               if hasattr(value, f"{GROUP}_spec"))
+
+
 @dataclass
 class Failure:
-    """A plugin that could not load, or whose hook raised."""
+    """A plugin that was refused, or whose hook raised or registered an object that does not conform.
+
+    ``stage`` is ``import`` (the module raised on import), ``requires`` (its ``vlhub_requires`` does not
+    match this vlhub), ``register`` (a hook name or hook arguments that vlhub does not know) or the hook
+    that failed (e.g. ``register_publishers``). ``error`` is one line; ``detail`` a traceback, if any.
+    """
 
     plugin: str
     stage: str
     error: str
     detail: str = ""
+
 
 @dataclass
 class PluginInfo:
@@ -51,20 +107,142 @@ class PluginInfo:
     builtin: bool
     registered: dict[str, list[str]] = field(default_factory=dict)
 
+
+def check_requires(plugin: object) -> str:
+    """Why ``plugin`` cannot load on this vlhub's plugin API, or ``""`` when it can.
+
+    Args:
+        plugin: a plugin module or object. Its optional ``vlhub_requires`` attribute is a PEP 440
+            version specifier string such as ``">=1.0,<2"``.
+    Returns:
+        ``""`` when there is no ``vlhub_requires`` or :data:`vlhub.core.PLUGIN_API_VERSION` matches it,
+        else the reason on one line (also when it is not a valid specifier).
+    """
+    spec = getattr(plugin, "vlhub_requires", None)
+    if spec is None:
+        return ""
+    try:
+        allowed = SpecifierSet(spec) if isinstance(spec, str) else None
+    except InvalidSpecifier:
+        allowed = None
+    if allowed is None:
+        return f"vlhub_requires = {spec!r} is not a version specifier such as '>=1.0,<2'"
+    if allowed.contains(PLUGIN_API_VERSION, prereleases=True):
+        return ""
+    return (f"vlhub_requires = {spec!r} does not match this vlhub's plugin API {PLUGIN_API_VERSION} "
+            f"(vlhub {__version__})")
+
+
+def check_interface(obj: object, interface: type) -> list[str]:
+    """What keeps ``obj`` from implementing ``interface``; ``[]`` when it conforms.
+
+    Each attribute the interface annotates must exist with that type (``name`` also non-empty,
+    ``options`` a sequence of :class:`vlhub.core.types.Option`). Each method must exist, be callable and
+    accept every call vlhub makes: all the interface's parameters positionally (each landing on the
+    parameter of the same name), only its required ones, or all of them by keyword. So extra parameters
+    need defaults, a parameter with a default in the interface needs one in ``obj`` too, and ``*args`` /
+    ``**kwargs`` are accepted (as vlhub passes the parameters positionally, ``**kwargs`` alone does not
+    stand in for one). A method may instead match an older declaration in :data:`STILL_CALLED`.
+    Plugin authors can call this in their own tests.
+
+    Args:
+        obj: the object a plugin registers.
+        interface: one of the protocols of :mod:`vlhub.core.types` (``Dataset``, ``Trainer``,
+            ``Converter``, ``ChatTemplate``, ``Publisher``, ``ChatBackend``).
+    Returns:
+        One line per problem, naming the attribute or method, what was expected and what was found.
+    """
+    problems = []
+    declared = inspect.get_annotations(interface)
+    for attr, hint in typing.get_type_hints(interface).items():
+        if not hasattr(obj, attr):
+            problems.append(f"no attribute {attr} (expected {declared[attr]})")
+        elif not _conforms(getattr(obj, attr), hint):
+            problems.append(f"{attr} = {getattr(obj, attr)!r:.80} is not a {declared[attr]}")
+    if "name" in declared and getattr(obj, "name", None) == "":
+        problems.append("name is empty")
+    for method, spec in vars(interface).items():
+        if not method.startswith("_") and inspect.isfunction(spec):
+            problems += _check_method(obj, method, [spec, *STILL_CALLED.get((interface, method), ())])
+    return problems
+
+
+def _conforms(value: object, hint: Any) -> bool:
+    """Whether ``value`` has the type ``hint`` (a class, ``X | None`` or ``Sequence[X]``)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_conforms(value, arg) for arg in args)
+    if origin is collections.abc.Sequence:
+        return (isinstance(value, collections.abc.Sequence) and not isinstance(value, str)
+                and all(_conforms(item, args[0]) for item in value))
+    return isinstance(value, hint)
+
+
+def _check_method(obj: object, method: str, specs: list[Callable[..., Any]]) -> list[str]:
+    """``[]`` when ``obj.method`` accepts vlhub's calls as one of ``specs`` declares them (functions with
+    ``self``), else the problem: the expected and the found signature."""
+    expected = [list(inspect.signature(spec).parameters.values())[1:] for spec in specs]
+    want = " or ".join(f"{method}{_plain(inspect.Signature(params))}" for params in expected)
+    impl = getattr(obj, method, None)
+    if impl is None:
+        return [f"no method {want}"]
+    if not callable(impl):
+        return [f"{method} = {impl!r:.80} is not callable (expected {want})"]
+    try:
+        found = inspect.signature(impl)
+    except (TypeError, ValueError):  # a callable without a readable signature (C code): cannot be checked
+        return []
+    if any(_accepts(found, params) for params in expected):
+        return []
+    return [f"{method}: expected {want}, found {method}{_plain(found)}"]
+
+
+def _accepts(found: inspect.Signature, expected: list[inspect.Parameter]) -> bool:
+    """Whether ``found`` binds ``expected`` all positionally (each to the parameter of the same name, or
+    to ``*args``), only its required ones positionally, and all by keyword."""
+    required = [p for p in expected if p.default is p.empty]
+    try:
+        positional = found.bind(*expected).arguments
+        found.bind(*required)
+        found.bind(**{p.name: p for p in expected})
+    except TypeError:
+        return False
+    return all(not isinstance(value, inspect.Parameter) or value.name == name for name, value in positional.items())
+
+
+def _plain(sig: inspect.Signature) -> str:
+    """``(a, b, c=None)``: a signature without annotations (what error messages show)."""
+    return str(sig.replace(parameters=[p.replace(annotation=p.empty) for p in sig.parameters.values()],
+                           return_annotation=sig.empty))
+
+
+def _object_label(obj: object, label: str) -> str:
+    """``publisher 'folder' (module.Class)``: how a failure names a registered object."""
+    cls = type(obj)
+    name = getattr(obj, "name", None)
+    return f"{label} {name!r} ({cls.__module__}.{cls.__qualname__})" if name else f"{label} {obj!r:.80}"
+
+
 class PluginHost:
     """One pluggy manager plus what each plugin registered and what failed."""
 
     def __init__(self) -> None:
         self.pm = pluggy.PluginManager(GROUP)
         self.pm.add_hookspecs(hookspecs)
-        self.failures: list[Failure] = []
         self.info: dict[str, PluginInfo] = {}
+        self._refused: list[Failure] = []
+        self._hook_failures: dict[str, list[Failure]] = {}
         self._registries: dict[str, dict[str, Any]] = {}
         self._loaded = False
 
+    @property
+    def failures(self) -> list[Failure]:
+        """Every failure: plugins refused on loading first, then hooks that raised or registered bad objects."""
+        return [*self._refused, *(f for family in self._hook_failures.values() for f in family)]
+
     # ------------------------------------------------------------ loading
     def load(self) -> None:
-        """Import every allowed entry point once."""
+        """Import and admit every allowed entry point once."""
         if self._loaded:
             return
         self._loaded = True
@@ -82,20 +260,66 @@ class PluginHost:
             return
         try:
             module = ep.load()
-            self.pm.register(module, name=ep.name)
         except Exception as exc:  # a broken plugin must not break vlhub
-            self.failures.append(Failure(ep.name, "import", f"{type(exc).__name__}: {exc}",
+            self._refused.append(Failure(ep.name, "import", f"{type(exc).__name__}: {exc}",
                                          traceback.format_exc(limit=5)))
             return
-        version = ep.dist.version if ep.dist else ""
-        self.info[ep.name] = PluginInfo(ep.name, dist, version, builtin)
+        self.admit(module, PluginInfo(ep.name, dist, ep.dist.version if ep.dist else "", builtin))
 
-    def register_module(self, module: object, name: str, *, builtin: bool = False) -> None:
-        """Register a plugin object directly (tests, notebooks)."""
+    def register_module(self, module: object, name: str, *, builtin: bool = False) -> bool:
+        """Admit a plugin object directly (tests, notebooks), after the entry points.
+
+        Args:
+            module: a module, class or instance with ``@hookimpl`` functions.
+            name: the plugin's name in ``vlhub plugins`` and in failures.
+            builtin: list it as a built-in.
+        Returns:
+            True when it was registered; False when it was refused (the reason is in :attr:`failures`).
+        """
         self.load()
-        self.pm.register(module, name=name)
-        self.info[name] = PluginInfo(name, "", "", builtin)
+        return self.admit(module, PluginInfo(name, "", "", builtin))
+
+    def admit(self, plugin: object, info: PluginInfo) -> bool:
+        """Register ``plugin`` as ``info.name`` when it keeps the contract, else record why and leave it out.
+
+        Checks, in order: ``vlhub_requires`` (:func:`check_requires`, failure stage ``requires``);
+        pluggy's validation of each ``@hookimpl`` against its hookspec (arguments the hook does not pass)
+        and hook names that :mod:`vlhub.core.hookspecs` does not define, with the closest hook name
+        (stage ``register``). A refused plugin is unregistered: none of its hooks is called.
+
+        Args:
+            plugin: the imported module (or object) with ``@hookimpl`` functions.
+            info: its name, distribution, version and whether it is built in.
+        Returns:
+            True when the plugin was registered.
+        """
+        stage, reason = "requires", check_requires(plugin)
+        if not reason:
+            stage = "register"
+            try:
+                self.pm.register(plugin, name=info.name)
+            except (pluggy.PluginValidationError, ValueError) as exc:
+                reason = " ".join(str(exc).split())
+            else:
+                reason = "; ".join(self._unknown_hooks(plugin))
+            if reason and self.pm.get_plugin(info.name) is plugin:
+                self.pm.unregister(plugin, info.name)
+        if reason:
+            self._refused.append(Failure(info.name, stage, reason))
+            return False
+        self.info[info.name] = info
         self._registries.clear()
+        return True
+
+    def _unknown_hooks(self, plugin: object) -> list[str]:
+        """One line per ``@hookimpl`` of ``plugin`` that names no hook of :mod:`vlhub.core.hookspecs`."""
+        unknown = []
+        for caller in self.pm.get_hookcallers(plugin) or []:
+            if not caller.has_spec():
+                close = difflib.get_close_matches(caller.name, HOOKS, n=1)
+                hint = f"did you mean {close[0]!r}?" if close else f"vlhub's hooks are {', '.join(HOOKS)}"
+                unknown.append(f"unknown hook {caller.name!r} ({hint})")
+        return unknown
 
     # ------------------------------------------------------------ registries
     def registry(self, family: str) -> dict[str, Any]:
@@ -106,28 +330,38 @@ class PluginHost:
         return self._registries[family]
 
     def _collect(self, family: str) -> dict[str, Any]:
+        """Call every plugin's hook for ``family``; objects that do not conform are recorded and left out."""
         hook_name, interface, label = FAMILIES[family]
         found: dict[str, Any] = {}
+        owner: dict[str, str] = {}
+        failures = self._hook_failures[family] = []
+        for info in self.info.values():
+            info.registered.pop(family, None)
         for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
             plugin = impl.plugin_name
-            added: list[str] = []
 
-            def register(obj: object, _plugin: str = plugin, _added: list[str] = added) -> None:
+            def register(obj: object, _plugin: str = plugin) -> None:
+                problems = check_interface(obj, interface)
                 name = getattr(obj, "name", None)
-                if not isinstance(obj, interface) or not name:
-                    raise TypeError(f"{obj!r} does not implement the {label} interface")
-                if name in found:
-                    raise ValueError(f"{label} {name!r} is already registered")
+                if problems:
+                    error = f"does not implement the {label} interface: {'; '.join(problems)}"
+                elif name in found:
+                    error = f"is left out: the name {name!r} is taken by the plugin {owner[name]!r}"
+                else:
+                    error = ""
+                if error:
+                    failures.append(Failure(_plugin, hook_name, f"{_object_label(obj, label)} {error}"))
+                    return
                 found[name] = obj
-                _added.append(name)
+                owner[name] = _plugin
+                if _plugin in self.info:
+                    self.info[_plugin].registered.setdefault(family, []).append(name)
 
             try:
                 impl.function(register=register)
             except Exception as exc:
-                self.failures.append(Failure(plugin, hook_name, f"{type(exc).__name__}: {exc}",
-                                             traceback.format_exc(limit=5)))
-            if added and plugin in self.info:
-                self.info[plugin].registered.setdefault(family, []).extend(added)
+                failures.append(Failure(plugin, hook_name, f"{type(exc).__name__}: {exc}",
+                                        traceback.format_exc(limit=5)))
         return found
 
     def get(self, family: str, name: str) -> Any:
@@ -147,12 +381,18 @@ class PluginHost:
             try:
                 impl.function(cli=cli)
             except Exception as exc:
-                self.failures.append(Failure(impl.plugin_name, "register_commands",
+                self._refused.append(Failure(impl.plugin_name, "register_commands",
                                              f"{type(exc).__name__}: {exc}"))
 
     # ------------------------------------------------------------ reporting
     def describe(self) -> dict[str, Any]:
-        """Every plugin with version, hooks and registered names, plus failures (for ``vlhub plugins``)."""
+        """The report of ``vlhub plugins``.
+
+        Returns:
+            ``plugin_api_version``; ``plugins``: one dict per registered plugin (``name``, ``distribution``,
+            ``version``, ``builtin``, ``hooks``, ``registered``: family -> names), built-ins first;
+            ``failures``: one dict per failure (``plugin``, ``stage``, ``error``), see :class:`Failure`.
+        """
         for family in FAMILIES:
             self.registry(family)
         plugins = []
@@ -162,9 +402,11 @@ class PluginHost:
             plugins.append({"name": name, "distribution": info.distribution, "version": info.version,
                             "builtin": info.builtin, "hooks": hooks, "registered": info.registered})
         failures = [{"plugin": f.plugin, "stage": f.stage, "error": f.error} for f in self.failures]
-        return {"plugins": plugins, "failures": failures}
+        return {"plugin_api_version": PLUGIN_API_VERSION, "plugins": plugins, "failures": failures}
+
 
 _host: PluginHost | None = None
+
 
 def host() -> PluginHost:
     """The process-wide plugin host (loaded on first use)."""
@@ -174,14 +416,17 @@ def host() -> PluginHost:
         _host.load()
     return _host
 
+
 def reset() -> None:
     """Forget loaded plugins (tests that change ``VLHUB_LOAD_PLUGINS``)."""
     global _host
     _host = None
 
+
 def registry(family: str) -> dict[str, Any]:
     """Shortcut for ``host().registry(family)``."""
     return host().registry(family)
+
 
 def get(family: str, name: str) -> Any:
     """Shortcut for ``host().get(family, name)``."""

@@ -3,9 +3,10 @@
 ``run.json`` is written atomically and under a file lock, so the launcher, the CLI
 and a detached worker can all update it. Paths stored in it are absolute.
 
-Processes vlhub starts detached are recorded with their pid, start time and a fingerprint of
-their command line (:func:`process_record`); :func:`check_process` is the one rule every caller
-uses before treating a process as vlhub's (alive, or to be signalled).
+Processes vlhub starts detached (:func:`start_detached`: a training supervisor, a launcher job) are
+recorded with their pid, start time and a fingerprint of their command line (:func:`process_record`);
+:func:`check_process` is the one rule every caller uses before treating a process as vlhub's (alive,
+or to be signalled), and :func:`terminate_tree` never signals a protected process.
 """
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ import datetime as _dt
 import hashlib
 import os
 import secrets as _random
+import signal
+import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Collection, Mapping, Sequence
 
 import psutil
 from filelock import FileLock
@@ -25,6 +28,7 @@ from .errors import BadInput
 from .fsutil import atomic_write_json, read_json
 from .home import runs_dir
 from .secrets import redact_data
+from .types import Progress
 
 RUN_FILE = "run.json"
 
@@ -38,14 +42,17 @@ class Run:
 
     @property
     def id(self) -> str:
+        """The run's id (its folder's name)."""
         return self.data["id"]
 
     @property
     def kind(self) -> str:
+        """``train``, ``eval``, ``publish``, or a launcher job's action (:mod:`vlhub.core.jobs`)."""
         return self.data.get("kind", "")
 
     @property
     def status(self) -> str:
+        """The recorded status (``created`` until one is recorded)."""
         return self.data.get("status", "created")
 
     def path(self, *parts: str) -> Path:
@@ -54,17 +61,32 @@ class Run:
 
     def update(self, **fields: Any) -> "Run":
         """Merge ``fields`` into ``run.json`` (locked, atomic) and return the fresh run."""
+        return self.update_if(None, **fields)
+
+    def update_if(self, statuses: Collection[str] | None, **fields: Any) -> "Run":
+        """Merge ``fields`` into ``run.json`` only while its recorded status is one of ``statuses``.
+
+        Args:
+            statuses: the statuses in which the change applies (read under the lock, so an outcome that
+                the run's own process wrote in the meantime is never overwritten); ``None``: always.
+            fields: the fields to merge (strings redacted: no token or URL user-info is stored).
+        Returns:
+            This run, holding what ``run.json`` holds now (changed or not).
+        Raises:
+            BadInput: ``run.json`` is damaged.
+        """
         with FileLock(str(self.dir / ".run.lock")):
-            current = read_json(self.dir / RUN_FILE, {}) or {}
-            current.update(redact_data(fields))  # a URL's user-info or a token typed into a field never lands here
-            current["updated"] = _now()
-            atomic_write_json(self.dir / RUN_FILE, current)
+            current = read_json(self.dir / RUN_FILE, {}, expect=dict)
+            if statuses is None or current.get("status", "created") in statuses:
+                current.update(redact_data(fields))  # a URL's user-info or a token typed into a field never lands here
+                current["updated"] = _now()
+                atomic_write_json(self.dir / RUN_FILE, current)
         self.data = current
         return self
 
 
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+def _now(timespec: str = "seconds") -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec=timespec)
 
 
 def new_run(kind: str, **fields: Any) -> Run:
@@ -74,7 +96,8 @@ def new_run(kind: str, **fields: Any) -> Run:
     folder = runs_dir() / run_id
     folder.mkdir(parents=True)
     run = Run(folder.resolve(), {})
-    return run.update(id=run_id, kind=kind, status="created", created=_now(), **fields)
+    # milliseconds: runs started within one second (a page's quick clicks) still list newest first
+    return run.update(id=run_id, kind=kind, status="created", created=_now("milliseconds"), **fields)
 
 
 def load_run(ref: str | Path) -> Run:
@@ -258,3 +281,135 @@ def is_protected(pid: int) -> bool:
         return False  # gone: nothing would be signalled
     except (OSError, OverflowError, ValueError):
         return True
+
+
+#: At most one progress write per task this often (seconds); a task's last event is always written.
+THROTTLE_S = 0.25
+
+
+class ProgressRecorder:
+    """A progress callback recording the latest event per task in ``run.json`` (``progress``), so that
+    the pages and a second request following the run (:func:`vlhub.core.lifecycle.follow`) see it:
+    at most one write per task every :data:`THROTTLE_S` seconds (finished tasks at once; :meth:`flush`
+    writes the rest). ``forward`` also receives every event (a terminal's progress bars)."""
+
+    def __init__(self, run: Run, forward: Callable[[Progress], None] | None = None) -> None:
+        self.run = run
+        self.forward = forward
+        self.latest: dict[str, dict[str, Any]] = {}
+        self.last: dict[str, float] = {}
+        self.dirty = False
+
+    def __call__(self, event: Progress) -> None:
+        if self.forward is not None:
+            self.forward(event)
+        self.latest[event.task] = asdict(event)
+        self.dirty = True
+        now = time.monotonic()
+        finished = event.total is not None and event.done >= event.total
+        if finished or now - self.last.get(event.task, 0.0) >= THROTTLE_S:
+            self.last[event.task] = now
+            self.flush()
+
+    def flush(self) -> None:
+        if self.dirty:
+            self.run.update(progress=self.latest)  # messages are redacted by the update
+            self.dirty = False
+
+
+#: Statuses of a run whose work is under way.
+ACTIVE = ("running", "starting", "stopping")
+
+
+def claim(kind: str, key: str, **fields: Any) -> tuple[Run, bool]:
+    """One run per piece of work: the run doing ``key`` now, or a new one recorded as this process's.
+
+    Two requests for the same work (a double click, a second terminal, the launcher and the CLI)
+    must not both do it: the second attaches to the first and follows it.
+
+    Args:
+        kind: the run kind (``publish``, ``convert``, ...).
+        key: what makes two requests the same work (e.g. the folder and the targets), stored in
+            ``run.json`` as ``key``.
+        **fields: what a new run records (never a secret: values are redacted anyway).
+    Returns:
+        ``(run, attached)``: an active run of ``kind`` with this ``key`` whose process is provably
+        vlhub's (:func:`check_process`) and ``True``; otherwise a new ``running`` run whose process is
+        the caller's (:func:`process_record`) and ``False``.
+    Raises:
+        OSError: the runs folder cannot be written (mapped to one line by :mod:`vlhub.core.boundary`).
+    """
+    with FileLock(str(runs_dir() / ".claim.lock")):
+        for run in list_runs(kind):
+            if run.data.get("key") == key and run.status in ACTIVE and \
+                    check_process(run.data, "pid").state == OWNED:
+                return run, True
+        run = new_run(kind, key=key, **fields)
+        return run.update(status="running", **process_record(os.getpid(), "pid")), False
+
+
+def start_detached(argv: Sequence[str], env: Mapping[str, str], cwd: Path, log: Path,
+                   stdin: bytes | None = None) -> psutil.Process:
+    """Start ``argv`` in a session of its own (no terminal, no signals from the launcher), output to ``log``.
+
+    Args:
+        argv: the command line.
+        env: its whole environment.
+        cwd: its working folder.
+        log: the file its stdout and stderr are appended to.
+        stdin: bytes written to its standard input, which is then closed (a job's arguments, which may
+            hold a secret and so are never written to a file); ``None``: no input.
+    Returns:
+        The started process. ``Popen`` returns once the program is executed, so :func:`process_record`
+        on it records the start time and command line that :func:`check_process` later compares.
+    Raises:
+        OSError: the program cannot be started.
+    """
+    with open(log, "ab") as sink:
+        proc = subprocess.Popen(list(argv), cwd=cwd, env=dict(env), stdout=sink, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
+                                start_new_session=True, close_fds=True)
+    started = psutil.Process(proc.pid)
+    if stdin is not None and proc.stdin is not None:
+        try:
+            proc.stdin.write(stdin)
+            proc.stdin.close()
+        except BrokenPipeError:  # it ended at once; its log says why
+            pass
+    return started
+
+
+def terminate_tree(root: psutil.Process, timeout: float) -> int:
+    """SIGTERM ``root`` and all its descendants (torchrun ranks run in sessions of their own),
+    SIGKILL what is left after ``timeout`` seconds.
+
+    Args:
+        root: a process proven to be vlhub's (the caller checks it with :func:`check_process`).
+        timeout: seconds between SIGTERM and SIGKILL.
+    Returns:
+        How many processes were signalled. Protected processes (:func:`is_protected`: pid 0 and 1, the
+        caller, its ancestors, its process group) are never signalled: a protected ``root`` means nothing
+        is signalled at all (0), protected descendants are skipped.
+    """
+    if is_protected(root.pid):
+        return 0
+    try:
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    procs = [proc for proc in procs if not is_protected(proc.pid)]
+    signalled = []
+    for proc in procs:
+        try:
+            proc.send_signal(signal.SIGTERM)  # psutil refuses a pid reused since ``proc`` was read
+            signalled.append(proc)
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(signalled, timeout=timeout)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(alive, timeout=5)
+    return len(signalled)

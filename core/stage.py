@@ -3,8 +3,13 @@
 xtuner 0.2.0 pins ``transformers==4.48``, LMDeploy >= 0.13 needs ``transformers>=4.56``,
 and the launcher wants a current ``huggingface_hub``: they cannot share one
 environment. So the launcher never imports torch, xtuner or lmdeploy; heavy work
-runs as a subprocess with a stage environment's Python. The pinned sets are the
-``[train]`` and ``[serve]`` extras of the ``vlhub`` distribution (one source of truth).
+runs as a subprocess with a stage environment's Python (:mod:`vlhub.core.worker`).
+
+The environments are declared by plugins, not here: a registered object (a trainer, a
+converter, a chat backend, ...) whose ``stage_env`` attribute is a :class:`StageEnv` names
+the environment its worker scripts run in, with its pinned requirements. The built-in
+``train`` and ``serve`` pins are the ``[train]`` and ``[serve]`` extras of the ``vlhub``
+distribution (one source of truth).
 
 A stage environment is a folder ``envs_dir()/NAME`` holding ``env.json`` (which
 Python, adopted or created, versions seen at the last check) and, when vlhub
@@ -13,7 +18,6 @@ created it, a ``venv/``.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 import subprocess
@@ -24,23 +28,43 @@ from importlib.metadata import PackageNotFoundError, requires
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from . import plugins
 from .errors import BadInput, MissingDependency, VlhubError
 from .fsutil import atomic_write_json, read_json
 from .home import envs_dir
 from .secrets import redact
 from .types import Progress, ProgressCallback
 
-#: The distributions each stage needs, whose versions ``env check`` reports.
-KEY_PACKAGES: dict[str, tuple[str, ...]] = {
-    "train": ("torch", "torchvision", "xtuner", "mmengine", "deepspeed", "transformers", "peft"),
-    "serve": ("lmdeploy", "torch", "transformers"),
-}
-#: Build-time environment for the pinned installs (DeepSpeed without compiled ops).
-INSTALL_ENV: dict[str, dict[str, str]] = {"train": {"DS_BUILD_OPS": "0"}, "serve": {}}
 #: Keep NVLink multicast off in everything vlhub starts (see the device notes).
 PROCESS_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1",
                "NVSHMEM_DISABLE_NVLS": "1", "PYTHONUNBUFFERED": "1", "PYTHONNOUSERSITE": "1"}
-STAGES = tuple(KEY_PACKAGES)
+
+
+@dataclass(frozen=True)
+class StageEnv:
+    """A stage environment a plugin's worker scripts run in (set as the plugin object's ``stage_env``).
+
+    ``packages`` are the distributions ``vlhub env check`` reports (missing ones make it not ready);
+    the pins installed by ``vlhub env create NAME`` are ``requirements`` plus the ``extra`` of
+    ``distribution`` (the plugin's own distribution, so its pins live in its packaging metadata);
+    ``install_env`` is set while pip installs them.
+    """
+
+    name: str
+    description: str
+    packages: tuple[str, ...]
+    requirements: tuple[str, ...] = ()
+    extra: str = ""
+    distribution: str = "vlhub"
+    install_env: Mapping[str, str] = field(default_factory=dict)
+
+    def pins(self) -> list[str]:
+        """The requirement strings to install: ``requirements`` plus those of the ``extra``.
+
+        Raises:
+            MissingDependency: the distribution that declares the extra is not installed.
+        """
+        return [*self.requirements, *(_extra_requirements(self.distribution, self.extra) if self.extra else [])]
 
 
 @dataclass
@@ -57,39 +81,85 @@ class EnvStatus:
 
     @property
     def ready(self) -> bool:
+        """An interpreter is there and no reported package is missing."""
         return bool(self.python) and not self.missing
 
     def public(self) -> dict[str, Any]:
+        """JSON-ready: name, ready, python, adopted, versions, missing, gpu, fix."""
         return {"name": self.name, "ready": self.ready, "python": self.python, "adopted": self.adopted,
                 "versions": self.versions, "missing": self.missing, "gpu": self.gpu, "fix": self.fix}
 
 
-def _check_stage(name: str) -> str:
-    if name not in STAGES:
-        raise BadInput(f"unknown stage environment {name!r}", f"use one of: {', '.join(STAGES)}")
-    return name
-
-
-def requirements(name: str) -> list[str]:
-    """The pinned requirement strings of the ``[name]`` extra."""
+def _extra_requirements(distribution: str, extra: str) -> list[str]:
     from packaging.requirements import Requirement
 
-    _check_stage(name)
     try:
-        declared = requires("vlhub") or []
+        declared = requires(distribution) or []
     except PackageNotFoundError as exc:
-        raise MissingDependency("vlhub is not installed", "run `pip install -e .` in the checkout") from exc
+        raise MissingDependency(f"{distribution} is not installed", f"install {distribution} (`pip install -e .` "
+                                "in a checkout)") from exc
     out = []
     for line in declared:
         req = Requirement(line)
-        if req.marker and req.marker.evaluate({"extra": name}) and not req.marker.evaluate({"extra": ""}):
+        if req.marker and req.marker.evaluate({"extra": extra}) and not req.marker.evaluate({"extra": ""}):
             req.marker = None
             out.append(str(req))
     return out
 
 
+def env_of(obj: object) -> str | None:
+    """The name of the stage environment a plugin object (trainer, converter, backend, ...) declares as its
+    ``stage_env``, or ``None`` when it declares none."""
+    env = getattr(obj, "stage_env", None)
+    return env.name if isinstance(env, StageEnv) else None
+
+
+def envs() -> dict[str, StageEnv]:
+    """Every stage environment the loaded plugins declare, by name, in the order of the plugin families
+    (trainers before chat backends: ``train``, ``serve``); the first declaration of a name wins."""
+    found: dict[str, StageEnv] = {}
+    for family in plugins.FAMILIES:
+        for obj in plugins.registry(family).values():
+            env = getattr(obj, "stage_env", None)
+            if isinstance(env, StageEnv):
+                found.setdefault(env.name, env)
+    return found
+
+
+def names() -> list[str]:
+    """The names of the declared stage environments (``train``, ``serve``, and those of plugins)."""
+    return list(envs())
+
+
+def spec(name: str) -> StageEnv:
+    """The declared stage environment ``name``.
+
+    Raises:
+        BadInput: no loaded plugin declares it (the message lists those that exist).
+    """
+    declared = envs()
+    if name not in declared:
+        raise BadInput(f"unknown stage environment {name!r}",
+                       f"use one of: {', '.join(declared) or 'none (no plugin declares one)'}")
+    return declared[name]
+
+
+def requirements(name: str) -> list[str]:
+    """The pinned requirement strings of stage environment ``name`` (:meth:`StageEnv.pins`).
+
+    Raises:
+        BadInput: unknown environment. MissingDependency: its distribution is not installed.
+    """
+    return spec(name).pins()
+
+
 def env_folder(name: str) -> Path:
-    return envs_dir() / _check_stage(name)
+    """The folder of stage environment ``name`` (``envs_dir()/NAME``; not created here).
+
+    Raises:
+        BadInput: unknown environment.
+    """
+    return envs_dir() / spec(name).name
 
 
 def _venv_python(folder: Path) -> Path:
@@ -97,7 +167,11 @@ def _venv_python(folder: Path) -> Path:
 
 
 def python_for(name: str) -> Path | None:
-    """The Python of a stage environment, if one is created or adopted."""
+    """The Python of stage environment ``name`` when one is created or adopted (and exists), else ``None``.
+
+    Raises:
+        BadInput: unknown environment, or its ``env.json`` is damaged.
+    """
     info = read_json(env_folder(name) / "env.json", {}, expect=dict)
     python = info.get("python")
     if python and Path(python).exists():
@@ -139,17 +213,21 @@ def gpu_summary() -> str | None:
 
 
 def check(name: str) -> EnvStatus:
-    """Versions, missing packages and GPU visibility of one stage environment (fast)."""
+    """Versions, missing packages and GPU visibility of one stage environment (fast: one probe process).
+
+    Raises:
+        BadInput: unknown environment, a damaged ``env.json``, or an interpreter that does not run.
+    """
     folder = env_folder(name)
     info = read_json(folder / "env.json", {}, expect=dict)
     python = python_for(name)
     status = EnvStatus(name, str(python) if python else None, adopted=bool(info.get("adopted")),
                        gpu=gpu_summary())
     if python is None:
-        status.missing = list(KEY_PACKAGES[name])
+        status.missing = list(spec(name).packages)
         status.fix = f"vlhub env create {name}   (or: vlhub env use {name} --python /path/to/python)"
         return status
-    probe = _probe_versions(python, KEY_PACKAGES[name])
+    probe = _probe_versions(python, spec(name).packages)
     status.versions = probe["versions"]
     status.missing = [pkg for pkg, ver in status.versions.items() if ver is None]
     if status.missing:
@@ -158,7 +236,8 @@ def check(name: str) -> EnvStatus:
 
 
 def clean_env(extra: Mapping[str, str] | None = None, python: Path | None = None) -> dict[str, str]:
-    """The environment for a stage process: no PYTHONPATH leaking in, the env's bin first on PATH."""
+    """The environment variables for a process vlhub starts: no PYTHONPATH leaking in, NVLink multicast off
+    (:data:`PROCESS_ENV`), ``python``'s bin folder first on PATH, then ``extra``."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
     env.update(PROCESS_ENV)
     if python is not None:
@@ -181,7 +260,17 @@ def _stream(cmd: list[str], env: dict[str, str], log: Path) -> Iterator[str]:
 
 
 def create(name: str, progress: ProgressCallback | None = None, base_python: str | None = None) -> EnvStatus:
-    """Create or repair a stage environment with the pinned set; re-running resumes."""
+    """Create or repair stage environment ``name`` with its pins (:meth:`StageEnv.pins`); re-running resumes.
+
+    Args:
+        name: the environment.
+        progress: receives the steps and pip's lines.
+        base_python: the interpreter that creates the virtual environment (default: this one).
+    Returns:
+        Its status after the install.
+    Raises:
+        BadInput: unknown environment. VlhubError: pip failed (its log, ``install.log``, is named).
+    """
     folder = env_folder(name)
     folder.mkdir(parents=True, exist_ok=True)
     log = folder / "install.log"
@@ -198,7 +287,7 @@ def create(name: str, progress: ProgressCallback | None = None, base_python: str
         subprocess.run([base_python or sys.executable, "-m", "venv", str(folder / "venv")], check=True,
                        env=clean_env())
     report("installing " + " ".join(reqs), 1)
-    env = clean_env(INSTALL_ENV[name], python)
+    env = clean_env(spec(name).install_env, python)
     cmd = [str(python), "-m", "pip", "install", "--progress-bar", "off", *reqs]
     for line in _stream(cmd, env, log):
         if line.startswith(("Collecting", "Downloading", "Installing", "Successfully")):
@@ -212,16 +301,25 @@ def create(name: str, progress: ProgressCallback | None = None, base_python: str
 
 
 def adopt(name: str, python: str) -> EnvStatus:
-    """Use an existing interpreter (e.g. a tutorial's ``xtuner-env``) as a stage environment."""
+    """Use an existing interpreter (e.g. a tutorial's ``xtuner-env``) as stage environment ``name``.
+
+    Returns:
+        Its status.
+    Raises:
+        BadInput: unknown environment, no such interpreter, or it lacks one of the environment's packages
+            (nothing is recorded then).
+    """
     path = Path(python).expanduser()
     if not path.exists():
         raise BadInput(f"--python {python}: no such file", "give the full path of the environment's python")
     path = path.absolute()
-    probe = _probe_versions(path, KEY_PACKAGES[_check_stage(name)])
+    env = spec(name)
+    probe = _probe_versions(path, env.packages)
     missing = [pkg for pkg, ver in probe["versions"].items() if ver is None]
     if missing:
+        wanted = f"{env.distribution}[{env.extra}]" if env.extra else " ".join(env.requirements)
         raise BadInput(f"--python {path} lacks {', '.join(missing)} needed by the {name} stage",
-                       f"install them there (`{path} -m pip install 'vlhub[{name}]'` pins), or use `vlhub env create {name}`")
+                       f"install them there (`{path} -m pip install '{wanted}'` pins), or use `vlhub env create {name}`")
     folder = env_folder(name)
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_json(folder / "env.json", {"python": str(path), "adopted": True,
@@ -230,62 +328,13 @@ def adopt(name: str, python: str) -> EnvStatus:
 
 
 def require(name: str) -> Path:
-    """The Python of a ready stage environment, or an error saying how to get one."""
+    """The Python of stage environment ``name``.
+
+    Raises:
+        MissingDependency: it is not installed (the hint says how to get it). BadInput: unknown environment.
+    """
     python = python_for(name)
     if python is None:
         raise MissingDependency(f"the {name} stage environment is not installed",
                                 f"run `vlhub env create {name}` (or `vlhub env use {name} --python PATH`)")
     return python
-
-
-def workers_dir() -> Path:
-    """The folder of worker scripts that run inside stage environments."""
-    from vlhub.plugins import workers
-
-    return Path(workers.__file__).parent
-
-
-def run_worker(name: str, worker: str, args: list[str], *, progress: ProgressCallback | None = None,
-               timeout: float | None = None, extra_env: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Run ``workers/WORKER.py ARGS`` with the stage's Python and return its result.
-
-    Workers speak JSON lines on stdout: ``{"event": "progress", ...}``, one
-    ``{"event": "result", ...}`` and, on a failure the user can fix,
-    ``{"event": "error", "message": ..., "hint": ..., "code": 2}``. Errors cross
-    the boundary as those lines, never as tracebacks (stderr is kept for ``--debug``).
-    """
-    python = require(name)
-    script = workers_dir() / f"{worker}.py"
-    cmd = [str(python), str(script), *args]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=clean_env(extra_env, python))
-    result: dict[str, Any] | None = None
-    error: dict[str, Any] | None = None
-    assert proc.stdout is not None and proc.stderr is not None
-    deadline = time.monotonic() + timeout if timeout else None
-    for line in proc.stdout:
-        try:
-            msg = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        event = msg.pop("event", None) if isinstance(msg, dict) else None
-        if event == "progress" and progress:
-            progress(Progress(**{k: msg[k] for k in ("task", "done", "total", "unit", "message") if k in msg}))
-        elif event == "result":
-            result = msg
-        elif event == "error":
-            error = msg
-        if deadline and time.monotonic() > deadline:
-            proc.kill()
-            raise VlhubError(f"{worker} in the {name} environment timed out", "try again, or run with --debug")
-    stderr = proc.stderr.read()
-    code = proc.wait()
-    if error is not None:
-        cls = BadInput if error.get("code") == 2 else VlhubError
-        raise cls(redact(error.get("message", "failed")), redact(error.get("hint", "")))
-    if code != 0 or result is None:
-        logging.getLogger(__name__).debug("%s stderr:\n%s", worker, redact(stderr))
-        tail = redact(stderr.strip().splitlines()[-1] if stderr.strip() else f"exit {code}")
-        raise VlhubError(f"{worker} failed in the {name} environment: {tail}",
-                         "`vlhub env check` shows the environment; rerun with `vlhub --debug` for the full log")
-    return result

@@ -4,15 +4,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from vlhub.core import runs
-from vlhub.core.fsutil import read_cache
+from vlhub.core import jobs, provenance, runs
+from vlhub.core.errors import BadInput
 from vlhub.core.home import vlhub_home
 from vlhub.core.lifecycle import refresh
-from vlhub.streamlit_app import jobs
+from vlhub.core.provenance import PROVENANCE
 
 TRAIN_STATE = {"finished": "done", "running": "running", "starting": "running", "stopping": "running",
                "failed": "failed", "stopped": "stopped", "lost": "failed", "planned": "todo", "created": "todo"}
-PROVENANCE = "vlhub_provenance.json"
 
 
 @dataclass
@@ -33,21 +32,23 @@ def latest_model() -> str:
     """The newest converted model folder (from the launcher's convert jobs, then ``models_dir()``)."""
     job = jobs.latest("convert")
     if job is not None and job.status == "done":
-        return job.result["out"]
+        return job.data["result"]["out"]
     found = sorted(models_dir().glob(f"*/{PROVENANCE}"), key=lambda p: p.stat().st_mtime)
     return str(found[-1].parent) if found else ""
 
 
 def models_of(run: runs.Run) -> list[Path]:
-    """Converted folders whose provenance names this run."""
-    return [p.parent for p in sorted(models_dir().glob(f"*/{PROVENANCE}"))
-            if _run_id(read_cache(p, {})) == run.id]
+    """Converted folders whose provenance names this run (a damaged provenance names none)."""
+    return [p.parent for p in sorted(models_dir().glob(f"*/{PROVENANCE}")) if _run_id(p.parent) == run.id]
 
 
-def _run_id(provenance: dict) -> object:
-    """The run id a provenance names (``None`` when the file holds no run record)."""
-    ref = provenance.get("run")
-    return ref.get("id") if isinstance(ref, dict) else None
+def _run_id(folder: Path) -> str:
+    """The id of the run a model folder's provenance names (``""`` when none, or when it is damaged)."""
+    try:
+        ref = provenance.read(folder).run
+    except BadInput:
+        return ""
+    return ref.id if ref else ""
 
 
 def _publish_step(models: list[Path]) -> Step:
@@ -64,7 +65,7 @@ def steps(run: runs.Run | None) -> list[Step]:
     if run is None:
         prepared = jobs.latest("data.prepare")
         data_done = prepared is not None and prepared.status == "done"
-        return [Step("data", "done" if data_done else "todo", prepared.result["out"] if data_done else ""),
+        return [Step("data", "done" if data_done else "todo", prepared.data["result"]["out"] if data_done else ""),
                 Step("train", "todo"), Step("convert", "todo"), Step("chat", "todo"), Step("publish", "todo")]
     run = refresh(run)
     data_ok = (Path(run.data.get("data", "")) / "prepared.json").is_file()

@@ -18,7 +18,7 @@ def plugin_report() -> dict[str, Any]:
 
 @st.cache_data(ttl=10, show_spinner=False)
 def _env_report(envs: str) -> list[dict[str, Any]]:
-    return [stage.check(name).public() for name in stage.STAGES]
+    return [stage.check(name).public() for name in stage.names()]
 
 
 def env_report() -> list[dict[str, Any]]:

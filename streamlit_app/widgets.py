@@ -72,6 +72,7 @@ def option_fields(options: list[dict[str, Any]], prefix: str) -> dict[str, Any]:
 
 
 def progress_line(event: Progress) -> tuple[float | None, str]:
+    """A progress event as ``(fraction or None when the total is unknown, text)``."""
     fraction = min(1.0, event.done / event.total) if event.total else None
     amount = f"{human(event.done, event.unit)} / {human(event.total, event.unit)}" if event.total else \
         human(event.done, event.unit) if event.done else ""
@@ -96,7 +97,7 @@ def _live(job_id: str, render: Callable[[jobs.Job], None]) -> None:
     job = jobs.load(job_id)
     if not job.active:
         st.rerun()
-    with st.status(t("job.running", label=job.spec.get("label") or job.kind), expanded=True):
+    with st.status(t("job.running", label=job.label), expanded=True):
         render(job)
 
 

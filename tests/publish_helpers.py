@@ -1,10 +1,12 @@
 """Helpers for the publish tests: a small model folder, tree hashes, a secret scan."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Any, Iterator
 
 MB = 1024 * 1024
 TEMPLATE = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -82,6 +84,19 @@ def hub_server_class() -> type:
             return super()._hf_api(req, s)
 
     return HubServer
+
+
+@contextlib.contextmanager
+def git_and_hub(root: Path, token: str, monkeypatch: Any) -> Iterator[tuple[Any, Any]]:
+    """A git + LFS server and the HF/ModelScope API server (user ``tester``), their token and endpoints in
+    this process's environment (for in-process publishes and page tests)."""
+    from servers.git_lfs import GitLfsServer
+
+    with GitLfsServer(root / "git-srv", token=token) as git, hub_server_class()(root / "hub", token=token,
+                                                                               user="tester") as hub:
+        for key, value in {**hub.env(), "VLHUB_GIT_TOKEN": token, "VLHUB_GIT_USER": "user"}.items():
+            monkeypatch.setenv(key, value)
+        yield git, hub
 
 
 class SlowProxy:

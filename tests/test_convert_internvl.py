@@ -26,7 +26,8 @@ from conftest import ROOT, run_vlhub, train_python
 
 from vlhub.core import stage
 from vlhub.plugins.devtools.tiny_model import make_tiny_model
-from vlhub.plugins.templates import get_template, render
+from vlhub.core.convert import template as get_template
+from vlhub.plugins.templates.render import render
 
 from fixtures.checkpoints import CONFIG
 
@@ -117,10 +118,12 @@ def _convert(*args: str, env: dict[str, str] | None = None) -> subprocess.Comple
 
 @pytest.fixture(scope="module")
 def from_file(built: dict[str, Path]) -> dict[str, Any]:
-    """The file checkpoint converted into a folder that already existed (so with --force)."""
+    """The file checkpoint converted into a folder vlhub wrote before (so with --force: only such a folder,
+    one holding vlhub's provenance file, is ever replaced)."""
     out = built["root"] / "out-file"
     out.mkdir()
     (out / "old.txt").write_text("keep me unless --force")
+    (out / "vlhub_provenance.json").write_text("{}")
     refused = _convert(str(built["file"]), "--out", str(out))
     assert refused.returncode == 2 and "already exists" in refused.stderr and "--force" in refused.stderr
     assert (out / "old.txt").exists()

@@ -14,7 +14,7 @@ from fixtures.datasets import FOODIEQA_BROKEN, make_foodieqa
 from vlhub.core import data
 from vlhub.core.cli import cli
 from vlhub.core.errors import BadInput
-from vlhub.plugins.datasets.validate import ValidationFailed
+from vlhub.core.prepared.validate import ValidationFailed
 
 
 def tree_hash(root: Path) -> dict[str, str]:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from fixtures.datasets import truncate, write_image
 from vlhub.core import plugins
-from vlhub.plugins.datasets.images import POOL_MIN, check_images
+from vlhub.core.prepared.images import POOL_MIN, check_images
 
 
 def test_formats_and_truncation(tmp_path: Path) -> None:

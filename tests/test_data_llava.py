@@ -58,7 +58,7 @@ def test_messages_and_jsonl_become_llava(tmp_path: Path) -> None:
     ]
     (src / "chat.jsonl").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n",
                                     encoding="utf-8")
-    result = data.prepare("llava-json", src / "chat.jsonl", tmp_path / "out")
+    result = data.prepare("llava-json", src / "chat.jsonl", tmp_path / "out", {"system": "drop"})
     assert load(tmp_path / "out/train.json") == [
         {"id": "0", "image": "imgs/a.png",
          "conversations": [{"from": "human", "value": "<image>\n这是什么？"}, {"from": "gpt", "value": "一只猫"}]},
@@ -73,6 +73,10 @@ def test_messages_and_jsonl_become_llava(tmp_path: Path) -> None:
     stats = data.stats(tmp_path / "out")
     assert stats["images"] == 2 and stats["text_only_records"] == 1 and stats["turns"]["total"] == 8
     assert stats["image_formats"] == {"PNG": 1, "JPEG": 1}
+    # by default a system turn is reported (as in the `conversations` shape), not silently dropped
+    default = data.prepare("llava-json", src / "chat.jsonl", tmp_path / "out2")
+    assert default.problems[0].index == 0 and default.problems[0].field == "chat.jsonl: conversations[0].from"
+    assert "turn 0 is a system turn" in default.problems[0].reason and "--opt system=drop" in default.problems[0].reason
 
 
 def test_validate_cli(tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ from conftest import run_vlhub
 from vlhub.core import plugins, runs
 from vlhub.core.errors import BadInput
 from vlhub.core.lifecycle import refresh
-from vlhub.plugins.trainers.processes import terminate_tree
+from vlhub.core.runs import start_detached, terminate_tree
 from vlhub.streamlit_app import jobs
 
 
@@ -161,8 +161,6 @@ def test_a_proven_process_of_the_callers_own_group_is_not_signalled() -> None:
 
 def test_a_real_detached_process_is_recognised_and_stopped(tmp_path: Path) -> None:
     """The positive side of the rule: what vlhub records for a process it starts proves it."""
-    from vlhub.plugins.trainers.processes import start_detached
-
     proc = start_detached(["bash", "-c", "sleep 300 & wait"], dict(os.environ), tmp_path, tmp_path / "log")
     try:
         record = runs.process_record(proc, "pid")
@@ -234,29 +232,30 @@ def test_terminate_tree_skips_descendants_in_the_callers_group() -> None:
             root.wait()
 
 
-# ------------------------------------------------------------------ launcher jobs
+# ------------------------------------------------------------------ launcher jobs (runs of core.jobs)
 def test_a_job_counts_as_running_only_while_its_recorded_process_matches(victim: psutil.Process) -> None:
-    folder = jobs.jobs_dir() / "20260101-000000.000-train.stop-abcd"
-    folder.mkdir(parents=True)
-    (folder / "job.json").write_text(json.dumps({"kind": "train.stop", "args": {"run_id": "x"}, "label": ""}))
+    job_run = runs.new_run("train.stop", action="train.stop", spec={"run_id": "x"}, label="")
     for launch, expected in [({"pid": victim.pid}, "failed"),  # v0.1: pid only
                              ({"pid": victim.pid, "pid_started": victim.create_time()}, "failed"),
                              ({**_record(victim), "pid_started": victim.create_time() + 60}, "failed"),
                              ({"pid": 1}, "failed"),
                              (_record(victim), "running")]:
-        (folder / "launch.json").write_text(json.dumps(launch))
-        job = jobs.load(folder.name)
+        job_run.update(status="running", **{"pid_started": None, "pid_cmdline": None, **launch})
+        job = jobs.load(job_run.id)
         assert job.status == expected, launch
         if expected == "failed":
             assert "cannot be proven" in job.error
+            assert _statuses()[job_run.id] == "lost"  # `vlhub runs` lists the same job, with the same verdict
     assert _alive(victim)
 
 
 def test_a_started_job_records_its_process(tmp_path: Path) -> None:
     job = jobs.start("train.stop", {"run_id": "no-such-run"})
-    launch = json.loads((job.dir / "launch.json").read_text())
-    assert set(launch) == {"pid", "pid_started", "pid_cmdline"}
+    launch = runs.load_run(job.id).data
+    assert {"pid", "pid_started", "pid_cmdline"} <= set(launch)
     assert launch["pid_cmdline"] and launch["pid_started"]
+    assert launch["kind"] == "train.stop" and launch["spec"] == {"run_id": "no-such-run"}
     _wait(lambda: jobs.load(job.id).status != "running", 60, "the job to end")
     ended = jobs.load(job.id)
     assert ended.status == "failed" and "no run 'no-such-run'" in ended.error
+    assert _statuses()[job.id] == "failed"

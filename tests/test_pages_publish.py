@@ -9,7 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from conftest import ROOT
-from publish_helpers import MB, hub_server_class, make_model
+from publish_helpers import MB, git_and_hub, make_model
 from servers.git_lfs import GitLfsServer
 from test_pages_data import settle
 
@@ -66,11 +66,8 @@ def test_a_bad_target_shows_in_the_preflight_table(tmp_path: Path) -> None:
 
 @pytest.fixture
 def servers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[GitLfsServer, Any]]:
-    with GitLfsServer(tmp_path / "git-srv", token=CANARY) as git, \
-            hub_server_class()(tmp_path / "hub", token=CANARY, user="tester") as hub:
-        for key, value in {**hub.env(), "VLHUB_GIT_TOKEN": CANARY, "VLHUB_GIT_USER": "user"}.items():
-            monkeypatch.setenv(key, value)
-        yield git, hub
+    with git_and_hub(tmp_path, CANARY, monkeypatch) as both:
+        yield both
 
 
 def test_preflight_then_publish_to_two_targets(servers: tuple[GitLfsServer, Any], tmp_path: Path) -> None:

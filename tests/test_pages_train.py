@@ -78,7 +78,7 @@ def test_bad_setting_is_one_line_from_the_trainer(inputs: tuple[Path, Path]) -> 
     at = page()
     fill(at, *inputs, lr="fast")
     button(at, "Check (dry run)").click().run()
-    job = settle(at, "train")
+    job = settle(at, "train.plan")
     assert job.status == "failed"
     assert [e.value for e in at.error] == ["--lr 'fast' is not a valid number. Fix: give --lr a number"]
     assert list_runs("train") == []
@@ -92,7 +92,7 @@ def test_start_follow_stop_resume_and_reload(inputs: tuple[Path, Path], tmp_path
          launch_command=f"{sys.executable} {fake} {{config}} {{work_dir}}")
     assert "foodieqa: 17 records (train 15, val 2), 9 images" in [c.value for c in at.caption]  # before planning
     button(at, "Start training").click().run()
-    job = settle(at, "train")
+    job = settle(at, "train.plan")
     assert job.status == "done", job.error
     run = load_run(job.result["run_id"])
     assert run.status == "running" and at.query_params["run"] == run.id

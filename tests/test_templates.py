@@ -18,7 +18,8 @@ import pytest
 from conftest import run_vlhub, train_python
 
 from vlhub.core import stage
-from vlhub.plugins.templates import all_templates, render, template_for_model
+from vlhub.core.convert import template_for_model, templates as all_templates
+from vlhub.plugins.templates.render import render
 from vlhub.plugins.templates.catalog import INTERNVL_DATASET
 
 #: The LLM family behind each xtuner template: the tokenizer class xtuner's code checks and its BOS.

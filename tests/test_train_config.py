@@ -12,8 +12,10 @@ from conftest import train_python
 from fixtures.datasets import make_foodieqa
 from vlhub.core import data, stage
 from vlhub.core.errors import BadInput
+from vlhub.core.worker import run_worker
 from vlhub.plugins.devtools.tiny_model import make_tiny_model
 from vlhub.plugins.trainers import inputs, launch_spec, settings, xtuner_config
+from vlhub.plugins.workers import script
 
 COMBINATIONS = [(m, d) for m in settings.METHODS for d in settings.DEEPSPEED
                 if (m, d) != ("qlora", "zero3_offload")]
@@ -30,7 +32,7 @@ def test_every_method_and_deepspeed_choice_loads_with_mmengine(tmp_path: Path) -
     model, prepared = _inputs(tmp_path)
     code = tmp_path / "code"
     code.mkdir()
-    (code / "train_internvl.py").write_bytes((stage.workers_dir() / "train_internvl.py").read_bytes())
+    (code / "train_internvl.py").write_bytes(script("train_internvl").read_bytes())
     configs, commands = [], {}
     for method, deepspeed in COMBINATIONS:
         s = settings.parse({"method": method, "deepspeed": deepspeed, "vit_lora_r": 8 if deepspeed == "zero3" else 0,
@@ -40,7 +42,7 @@ def test_every_method_and_deepspeed_choice_loads_with_mmengine(tmp_path: Path) -
         config.write_text(xtuner_config.render(s, model, prepared, model.template, "test"))
         configs.append(str(config))
         commands[str(config)] = launch_spec.command(s, python.parent / "xtuner", config, tmp_path / "w", tmp_path)
-    report = stage.run_worker("train", "train_inspect", configs, extra_env={"PYTHONPATH": str(code)})
+    report = run_worker("train", script("train_inspect"), configs, extra_env={"PYTHONPATH": str(code)})
     loaded = {c["config"]: c for c in report["configs"]}
     assert sorted(loaded) == sorted(configs)
     for (method, deepspeed), config in zip(COMBINATIONS, configs):

@@ -28,9 +28,9 @@ from vlhub.plugins.trainers.run_files import read_metrics, read_samples
 LAUNCHER = """
 import json, sys, time
 from pathlib import Path
-from vlhub.plugins.trainers import training
-run, plan = training.plan_run(Path(sys.argv[1]), Path(sys.argv[2]), json.loads(sys.argv[3]))
-run = training.launch_run(plan)
+from vlhub.core import train
+run, plan = train.plan(Path(sys.argv[1]), Path(sys.argv[2]), json.loads(sys.argv[3]))
+run = train.launch(plan)
 print(run.id, flush=True)
 time.sleep(600)
 """

@@ -11,10 +11,11 @@ from typing import Any, Iterator, Mapping, Sequence
 
 from vlhub.core import stage
 from vlhub.core.types import GenerationSettings, Option, Turn
+from vlhub.core.worker import WorkerProcess
 
+from ..workers import SERVE_ENV, script
 from .common import model_folder
 from .openai_backend import OpenAISession
-from .worker import WorkerProcess
 
 
 class LMDeploySession:
@@ -26,16 +27,21 @@ class LMDeploySession:
         self.client = OpenAISession(self.info["base_url"], self.info["model"])
 
     def reply(self, history: Sequence[Turn], settings: GenerationSettings) -> Iterator[str]:
+        """Stream the answer to the last user turn of ``history``."""
         return self.client.reply(history, settings)
 
     def close(self) -> None:
+        """End the session (and its worker or server)."""
         self.client.close()
         self.worker.close(timeout=90)
 
 
 class LMDeployBackend:
+    """The ``lmdeploy`` chat backend (:class:`vlhub.core.types.ChatBackend`)."""
+
     name = "lmdeploy"
     description = "LMDeploy api_server (TurboMind or PyTorch engine) in the serve env; needs an NVIDIA GPU."
+    stage_env = SERVE_ENV
     options = (
         Option("engine", "turbomind (falls back to pytorch when unsupported) or pytorch.",
                choices=("turbomind", "pytorch"), default="turbomind"),
@@ -47,7 +53,8 @@ class LMDeployBackend:
     )
 
     def missing(self) -> str | None:
-        if stage.python_for("serve") is None:
+        """``None`` when the backend can run here, else why not and the fix (one line)."""
+        if stage.python_for(SERVE_ENV.name) is None:
             return ("the serve stage environment (LMDeploy) is not installed: run `vlhub env create serve`, "
                     "or use --backend transformers (CPU)")
         if stage.gpu_summary() is None:
@@ -55,6 +62,11 @@ class LMDeployBackend:
         return None
 
     def open(self, model: str, options: Mapping[str, Any]) -> LMDeploySession:
+        """Start LMDeploy's api_server on the model folder (serve env) and connect to it.
+
+        Raises:
+            BadInput: not a model folder. MissingDependency: no serve environment. VlhubError: the server failed.
+        """
         folder = model_folder(model)
         args = [str(folder), "--model-name", folder.name, "--engine", options.get("engine") or "turbomind",
                 "--tp", str(int(options.get("tp") or 1))]
@@ -63,7 +75,7 @@ class LMDeployBackend:
         for name in ("max_batch_size", "cache_max_entry_count"):
             if options.get(name):
                 args += [f"--{name.replace('_', '-')}", str(options[name])]
-        worker = WorkerProcess(stage.require("serve"), "chat_lmdeploy", args)
+        worker = WorkerProcess(stage.require(SERVE_ENV.name), script("chat_lmdeploy"), args)
         try:
             return LMDeploySession(worker)
         except BaseException:

@@ -13,6 +13,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 from PIL import Image
 
+from vlhub.core.net import timeouts
 from vlhub.core.errors import BadInput, VlhubError
 from vlhub.core.secrets import find_token
 from vlhub.core.types import GenerationSettings, Option, Turn
@@ -49,11 +50,15 @@ class OpenAISession:
 
         self.openai = openai
         self.base_url = base_url
-        self.client = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=1, timeout=600.0)
+        limits = timeouts()
+        self.client = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=1,
+                                    timeout=openai.Timeout(limits.read, connect=limits.connect))
         self.model = model or self._first_model()
 
     def _translate(self, exc: Exception) -> VlhubError:
         errors = self.openai
+        if isinstance(exc, errors.APITimeoutError):
+            return VlhubError("net.read_timeout", place=self.base_url)
         if isinstance(exc, errors.APIConnectionError):
             return VlhubError(f"cannot reach the OpenAI-compatible endpoint {self.base_url}",
                               "start the server, or fix --base-url / OPENAI_BASE_URL")
@@ -77,6 +82,7 @@ class OpenAISession:
         return models[0]
 
     def reply(self, history: Sequence[Turn], settings: GenerationSettings) -> Iterator[str]:
+        """Stream the answer to the last user turn of ``history``."""
         try:
             stream = self.client.chat.completions.create(
                 model=self.model, messages=to_messages(history), stream=True, temperature=settings.temperature,
@@ -88,10 +94,13 @@ class OpenAISession:
             raise self._translate(exc) from exc
 
     def close(self) -> None:
+        """End the session (and its worker or server)."""
         self.client.close()
 
 
 class OpenAIBackend:
+    """The ``openai`` chat backend (:class:`vlhub.core.types.ChatBackend`)."""
+
     name = "openai"
     description = "Any OpenAI-compatible endpoint (--base-url, OPENAI_API_KEY); images as data: URLs."
     options = (
@@ -99,9 +108,15 @@ class OpenAIBackend:
     )
 
     def missing(self) -> str | None:
+        """``None`` when the backend can run here, else why not and the fix (one line)."""
         return None
 
     def open(self, model: str, options: Mapping[str, Any]) -> OpenAISession:
+        """Connect to the endpoint (``base_url`` option, else ``$OPENAI_BASE_URL``) for ``model``.
+
+        Raises:
+            BadInput: no endpoint, a refused key or no such model. VlhubError: the endpoint is unreachable.
+        """
         base_url = options.get("base_url") or os.environ.get("OPENAI_BASE_URL", "")
         if not base_url:
             raise BadInput("no OpenAI-compatible endpoint given", "pass --base-url URL or set OPENAI_BASE_URL")

@@ -1,6 +1,7 @@
 """The ``transformers`` chat backend: the model folder's own ``chat`` code, on CPU or GPU.
 
-Runs :mod:`workers/chat_transformers` in whichever stage environment is installed
+Runs :mod:`workers/chat_transformers` (through :class:`vlhub.core.worker.WorkerProcess`) in whichever
+stage environment is installed
 (serve first, then train); slow on CPU but needs no GPU.
 """
 from __future__ import annotations
@@ -12,13 +13,14 @@ from typing import Any, Iterator, Mapping, Sequence
 from vlhub.core import stage
 from vlhub.core.errors import BadInput
 from vlhub.core.types import GenerationSettings, Option, Turn
+from vlhub.core.worker import WorkerProcess
 
+from ..workers import SERVE_ENV, TRAIN_ENV, script
 from .common import model_folder, turns_payload
-from .worker import WorkerProcess
 
 
 def _stage_python(choice: str) -> Path | None:
-    names = (choice,) if choice else ("serve", "train")
+    names = (choice,) if choice else (SERVE_ENV.name, TRAIN_ENV.name)
     return next((p for p in map(stage.python_for, names) if p is not None), None)
 
 
@@ -31,6 +33,7 @@ class TransformersSession:
         self.last: dict[str, Any] = {}
 
     def reply(self, history: Sequence[Turn], settings: GenerationSettings) -> Iterator[str]:
+        """Stream the answer to the last user turn of ``history``."""
         self.worker.send({"op": "reply", "history": turns_payload(history), "settings": asdict(settings)})
         events = self.worker.events()
         try:
@@ -45,10 +48,13 @@ class TransformersSession:
             raise
 
     def close(self) -> None:
+        """End the session (and its worker or server)."""
         self.worker.close()
 
 
 class TransformersBackend:
+    """The ``transformers`` chat backend (:class:`vlhub.core.types.ChatBackend`)."""
+
     name = "transformers"
     description = "The model folder's own chat code through transformers (CPU or GPU, in a stage env)."
     options = (
@@ -59,12 +65,18 @@ class TransformersBackend:
     )
 
     def missing(self) -> str | None:
+        """``None`` when the backend can run here, else why not and the fix (one line)."""
         if _stage_python("") is None:
             return ("no stage environment is installed (transformers runs in serve or train): "
                     "run `vlhub env create train` or `vlhub env use train --python PATH`")
         return None
 
     def open(self, model: str, options: Mapping[str, Any]) -> TransformersSession:
+        """Load the model folder in a worker (serve env, else train env).
+
+        Raises:
+            BadInput: not a model folder, or no stage environment. VlhubError: the worker failed to load it.
+        """
         folder = model_folder(model)
         env = options.get("env") or ""
         python = _stage_python(env)
@@ -74,7 +86,7 @@ class TransformersBackend:
         args = [str(folder), "--device", options.get("device") or "auto"]
         if options.get("max_tiles"):
             args += ["--max-tiles", str(int(options["max_tiles"]))]
-        worker = WorkerProcess(python, "chat_transformers", args)
+        worker = WorkerProcess(python, script("chat_transformers"), args)
         try:
             return TransformersSession(worker)
         except BaseException:

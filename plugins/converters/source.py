@@ -14,8 +14,7 @@ from pathlib import Path
 from vlhub.core import runs
 from vlhub.core.errors import BadInput
 from vlhub.core.fsutil import check_replaceable
-
-from .provenance import PROVENANCE
+from vlhub.core.provenance import PROVENANCE
 
 EXPECTED = ("an xtuner checkpoint: an iter_N.pth file or a DeepSpeed iter_N.pth/ folder "
             "holding mp_rank_00_model_states.pt")
@@ -35,6 +34,7 @@ class Source:
 
     @property
     def step(self) -> int | None:
+        """The checkpoint's iteration (``iter_N.pth``), when its name tells."""
         match = _STEP.search(self.checkpoint.name)
         return int(match.group(1)) if match else None
 
@@ -85,9 +85,20 @@ def _run_of(checkpoint: Path) -> runs.Run | None:
     return None
 
 
-def _from_run(ref: str, config: Path | None) -> Source:
+def locate(ref: str | Path) -> tuple[Path, str, runs.Run | None]:
+    """The checkpoint a run id or checkpoint path names: ``(checkpoint, layout, run)``.
+
+    Raises:
+        BadInput: ``ref`` is neither a checkpoint (the message says what one looks like) nor a run id,
+            or the run has no complete checkpoint yet.
+    """
+    path = Path(ref).expanduser()
+    if path.exists() or "/" in str(ref):
+        layout = checkpoint_layout(path)
+        path = path.resolve()
+        return path, layout, _run_of(path)
     try:
-        run = runs.load_run(ref)
+        run = runs.load_run(str(ref))
     except BadInput:
         raise BadInput(f"{ref!r} is neither a checkpoint path nor a run id (expected {EXPECTED}, or a run id)",
                        "`vlhub runs` lists run ids; check the path") from None
@@ -95,25 +106,25 @@ def _from_run(ref: str, config: Path | None) -> Source:
     if checkpoint is None:
         raise BadInput(f"run {run.id} has no complete checkpoint yet (expected {EXPECTED} in {run.dir})",
                        "wait for the first save (`vlhub run show`), or pass a checkpoint path")
-    recorded = run.data.get("config")
-    config = config or (Path(recorded) if recorded else _config_beside(checkpoint))
-    return Source(checkpoint, config, checkpoint_layout(checkpoint), run)
+    return checkpoint, checkpoint_layout(checkpoint), run
 
 
 def resolve(ref: str | Path, config: str | Path | None = None) -> Source:
-    """A run id or checkpoint path (plus an optional explicit config) as a :class:`Source`."""
+    """A run id or checkpoint path (plus an optional explicit config) as a :class:`Source`.
+
+    The config is ``config`` when given, else the one the run recorded, else the one ``.py`` file beside
+    the checkpoint.
+
+    Raises:
+        BadInput: no such ``config`` file; see :func:`locate`; or no single config beside the checkpoint.
+    """
     explicit = Path(config).expanduser().resolve() if config else None
     if explicit is not None and not explicit.is_file():
         raise BadInput(f"--config {config}: no such file", "pass the xtuner config the run trained with")
-    path = Path(ref).expanduser()
-    if not path.exists() and "/" not in str(ref):
-        return _from_run(str(ref), explicit)
-    layout = checkpoint_layout(path)
-    path = path.resolve()
-    run = _run_of(path)
+    checkpoint, layout, run = locate(ref)
     recorded = run.data.get("config") if run else None
-    chosen = explicit or (Path(recorded) if recorded else _config_beside(path))
-    return Source(path, chosen, layout, run)
+    chosen = explicit or (Path(recorded) if recorded else _config_beside(checkpoint))
+    return Source(checkpoint, chosen, layout, run)
 
 
 def check_output(out: Path, source: Source, force: bool) -> Path:

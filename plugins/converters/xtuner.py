@@ -13,14 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from vlhub.core import stage
+from vlhub.core import provenance, stage
+from vlhub.core.convert import template as named_template, template_for_folder
 from vlhub.core.errors import BadInput, VlhubError
 from vlhub.core.fsutil import atomic_dir, read_json
 from vlhub.core.types import ChatTemplate, Converted, Option, ProgressCallback
-from vlhub.plugins.templates import get_template, template_for_folder
+from vlhub.core.worker import run_worker
 
-from . import provenance
-from .source import Source, check_output, resolve
+from ..workers import TRAIN_ENV, script
+from .source import Source, check_output, locate, resolve
 
 OPTIONS = (
     Option("config", "The xtuner config the checkpoint was trained with (default: the run's, or the one beside it)."),
@@ -33,7 +34,7 @@ OPTIONS = (
 
 def inspect(config: Path) -> dict[str, Any]:
     """Model class, base model and ``PROMPT_TEMPLATE`` key of an xtuner config (train env, fast)."""
-    return stage.run_worker("train", "convert_inspect", [str(config)], timeout=300)
+    return run_worker(TRAIN_ENV.name, script("convert_inspect"), [str(config)], timeout=300)
 
 
 @dataclass(frozen=True)
@@ -45,21 +46,35 @@ class XtunerConverter:
     worker: str
     model_types: tuple[str, ...]
     options: tuple[Option, ...] = OPTIONS
+    stage_env = TRAIN_ENV
 
     def accepts(self, source: Path) -> bool:
-        """Whether ``source`` (run id or checkpoint with its config beside) is this converter's kind."""
+        """Whether ``source`` (run id, or checkpoint with its run or its config beside) is this converter's kind.
+
+        Raises:
+            BadInput: ``source`` is no checkpoint and no run id at all (what one looks like is named):
+                that is the user's error whichever converter is asked.
+        """
+        locate(source)
         try:
             found = resolve(source)
         except BadInput:
-            return False
+            return False  # its config cannot be told here: `--converter NAME --config FILE` chooses
         return self.handles_config(found.config)
 
     def handles_config(self, config: Path) -> bool:
+        """Whether the xtuner config names one of :attr:`model_types` (a text search: no import)."""
         text = Path(config).read_text(encoding="utf-8", errors="replace")
         return any(t in text for t in self.model_types)
 
     def convert(self, source: Path, out: Path, options: Mapping[str, Any],
                 progress: ProgressCallback | None = None) -> Converted:
+        """Convert ``source`` (run id or checkpoint) into ``out``: see the module's docstring for the steps.
+
+        Raises:
+            BadInput: a bad source, config, base model, template or output folder. VlhubError: the worker
+                failed, the verification failed, or the disk is full (nothing is left at ``out``).
+        """
         found = resolve(source, options.get("config"))
         out = check_output(out, found, bool(options.get("force")))
         info = inspect(found.config)
@@ -81,7 +96,7 @@ class XtunerConverter:
                                            "out": str(tmp), "verify": verify,
                                            "template": {"jinja": template.jinja,
                                                         "stop_words": list(template.stop_words)}}))
-                result = stage.run_worker("train", self.worker, [str(job)], progress=progress)
+                result = run_worker(TRAIN_ENV.name, script(self.worker), [str(job)], progress=progress)
                 verified = result.get("verified") or {}
                 if verify["enabled"] and not verified.get("ok"):
                     raise VlhubError(f"the converted model failed verification: {json.dumps(verified)[:400]}",
@@ -97,7 +112,7 @@ class XtunerConverter:
 
     def _facts(self, found: Source, info: Mapping[str, Any], template: ChatTemplate,
                result: Mapping[str, Any]) -> dict[str, Any]:
-        env = read_json(stage.env_folder("train") / "env.json", {}, expect=dict)
+        env = read_json(stage.env_folder(TRAIN_ENV.name) / "env.json", {}, expect=dict)
         run = {"id": found.run.id, "dir": str(found.run.dir)} if found.run else None
         return {"converter": self.name, "base_model": result["base_model"], "run": run,
                 "checkpoint": {"path": str(found.checkpoint), "layout": found.layout, "step": found.step},
@@ -110,7 +125,7 @@ class XtunerConverter:
 
 def choose_template(base: Path, name: str | None, trained_with: str | None) -> ChatTemplate:
     """The named template, or the one matching ``base``; refused when it differs from the training template."""
-    template = get_template(name) if name else template_for_folder(base)
+    template = named_template(name) if name else template_for_folder(base)
     if trained_with and trained_with != "custom" and template.xtuner_template != trained_with:
         raise BadInput(f"chat template {template.name} renders xtuner's {template.xtuner_template}, but the run "
                        f"trained with PROMPT_TEMPLATE.{trained_with}: chat prompts would not match training",

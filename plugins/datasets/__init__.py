@@ -1,9 +1,9 @@
 """Built-in dataset plugins: FoodieQA, CLoT_cn_2000 and any LLaVA-style JSON.
 
-Each turns a source folder into a prepared folder (layout in :mod:`.prepared`):
-LLaVA-style ``train.json`` / ``val.json`` with image paths relative to an
-``image_root``, plus ``val_mc.json``, ``report.json``, ``stats.json`` and the
-``prepared.json`` manifest written last. Validation (:mod:`.validate`) is shared.
+Each converts its source into records and writes a prepared folder through the
+public API of :mod:`vlhub.core.prepared` (layout and ``prepared.json`` schema in
+:mod:`vlhub.core.prepared.format`; validation, image checks, split and stats are
+shared there), exactly as a third-party dataset plugin would.
 """
 from __future__ import annotations
 

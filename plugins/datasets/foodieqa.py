@@ -8,8 +8,8 @@ name; a ``FoodieQA/`` subfolder (the Hub zip, extracted) is found too.
 
 The default single-image conversion is the tutorial's ``process_food.py``: human
 = question + ``"\\n<image>"``, gpt = ``choices[answer] + "，图中的菜是" + food_name``.
-The split is by dish (see :mod:`.split`); validation keeps its choices and answer
-index in ``val_mc.json``.
+The split is by dish (see :mod:`vlhub.core.prepared.split`); validation keeps its
+choices and answer index in ``val_mc.json``.
 """
 from __future__ import annotations
 
@@ -17,14 +17,14 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from vlhub.core.errors import BadInput
-from vlhub.core.types import Option, PreparedData, Problem, ProgressCallback
-
-from . import prepared
-from .images import Checks
-from .options import resolve
-from .records import PLACEHOLDER, read_json
-from .split import split
-from .validate import Item, validate
+from vlhub.core.options import Option
+from vlhub.core.prepared.folder import check_out, finish
+from vlhub.core.prepared.format import PreparedData, Problem
+from vlhub.core.prepared.images import Checks
+from vlhub.core.prepared.records import PLACEHOLDER, Item, read_json
+from vlhub.core.prepared.split import split
+from vlhub.core.prepared.validate import validate
+from vlhub.core.types import ProgressCallback
 
 REPO = "lyan62/FoodieQA"
 SUBSETS = {"sivqa": "sivqa_tidy.json", "mivqa": "mivqa_tidy.json", "textqa": "textqa_tidy.json"}
@@ -50,14 +50,14 @@ class FoodieQA:
 
     def prepare(self, source: Path, out: Path, options: Mapping[str, Any],
                 progress: ProgressCallback | None = None) -> PreparedData:
-        opts = resolve(self.options, options)
-        subsets = _subsets(opts["subsets"])
+        """Convert the FoodieQA folder ``source`` into ``out`` (:meth:`vlhub.core.types.Dataset.prepare`)."""
+        subsets = _subsets(options["subsets"])
         for key in ("answer_template", "mivqa_template", "textqa_template"):
-            _check_template(key, opts[key])
-        if not 0 <= opts["val_fraction"] < 1:
-            raise BadInput(f"val_fraction={opts['val_fraction']} is outside [0, 1)", "use e.g. 0.1")
+            _check_template(key, options[key])
+        if not 0 <= options["val_fraction"] < 1:
+            raise BadInput(f"val_fraction={options['val_fraction']} is outside [0, 1)", "use e.g. 0.1")
         root = find_root(Path(source), subsets)
-        prepared.check_out(Path(source), out, bool(opts.get("force")))
+        check_out(Path(source), out, options["force"])
         sources = {subset: _load_list(root / SUBSETS[subset]) for subset in subsets}
         with Checks(str(root)) as checks:  # the images are checked while the records are converted
             checks.add(ref for subset, rows in sources.items() for raw in rows for ref in _source_refs(subset, raw))
@@ -66,15 +66,17 @@ class FoodieQA:
             for subset, rows in sources.items():
                 for index, raw in enumerate(rows):
                     try:
-                        items.append(_convert(subset, index, raw, opts))
+                        items.append(_convert(subset, index, raw, options))
                     except (KeyError, ValueError, TypeError, IndexError) as exc:
                         rejected.append(Problem(index, _reason(exc), f"{SUBSETS[subset]}: {_field(exc)}"))
             checked = validate(items, root, progress, rejected, checks)
         anchors = [i for i in checked.items if not i.follower]
         followers = [i for i in checked.items if i.follower]
-        parts = split(anchors, opts["val_fraction"], opts["seed"], followers)
-        return prepared.finish(out, dataset=self.name, source=Path(source), image_root=root, validation=checked,
-                               split=parts, options=opts, progress=progress)
+        parts = split(anchors, options["val_fraction"], options["seed"], followers)
+        return finish(out, dataset=self.name, source=Path(source), image_root=root, validation=checked,
+                      split=parts, options=options, progress=progress,
+                      root_fix=f"the image paths must be relative to the FoodieQA folder {root} (beside "
+                      f"{SUBSETS[subsets[0]]}): give the folder that holds both as --source")
 
     def download(self, out: Path, token: str | None = None, progress: ProgressCallback | None = None) -> Path:
         """Download the gated dataset with ``token``, extract ``FoodieQA.zip``; the source folder."""

@@ -6,12 +6,15 @@ import zipfile
 from pathlib import Path
 
 from vlhub.core.errors import BadInput, VlhubError
+from vlhub.core.net import install_hf_timeouts
 from vlhub.core.types import Progress, ProgressCallback
 
 
 def snapshot(repo: str, out: Path, token: str | None, progress: ProgressCallback | None = None) -> Path:
     """``snapshot_download`` of dataset ``repo`` into ``out``; hub failures become :class:`VlhubError`."""
     from huggingface_hub import snapshot_download
+
+    install_hf_timeouts()
 
     report = progress or (lambda event: None)
     report(Progress("download", 0, None, "", repo))

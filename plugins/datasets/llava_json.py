@@ -11,60 +11,43 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from vlhub.core.errors import BadInput
-from vlhub.core.types import Option, PreparedData, Problem, ProgressCallback
-
-from . import prepared
-from .images import Checks
-from .options import resolve
-from .records import read_records, record_images, to_llava
-from .split import split
-from .validate import Item, validate
+from vlhub.core.options import Option
+from vlhub.core.prepared.folder import check_out, finish
+from vlhub.core.prepared.format import PreparedData
+from vlhub.core.prepared.images import Checks, normalise
+from vlhub.core.prepared.records import SYSTEM_RULES, load_items
+from vlhub.core.prepared.split import split
+from vlhub.core.prepared.validate import validate
+from vlhub.core.types import ProgressCallback
 
 COMMON_OPTIONS = (
     Option("sample", "Keep N usable records, chosen at random with the seed (0: all).", int, 0),
     Option("val_fraction", "Share of records kept for validation (whole images).", float, 0.0),
     Option("seed", "Seed of the sample and the split.", int, 0),
+    Option("system", "System turns: reject (the record is dropped and listed) or drop (the turn is left out; "
+           "training uses the chat template's system prompt).", str, "reject", SYSTEM_RULES),
 )
 
 
-def load_items(path: Path, checks: Checks | None = None) -> tuple[list[Item], list[Problem]]:
-    """The records of ``path`` as items grouped by image, and the records that are neither shape.
-
-    Each record's images are given to ``checks`` as it is read, so they are checked meanwhile.
-    """
-    items, rejected = [], []
-    for index, raw in enumerate(read_records(path)):
-        try:
-            record = to_llava(raw, index)
-        except ValueError as exc:
-            rejected.append(Problem(index, str(exc), f"{path.name}: record"))
-            continue
-        refs = record_images(record)
-        if checks:
-            checks.add(refs)
-        items.append(Item(record, index, path.name, [f"img:{r}" for r in refs if isinstance(r, str)]))
-    return items, rejected
-
-
 def build(name: str, source: Path, data_file: Path, image_root: Path, out: Path, opts: Mapping[str, Any],
-          progress: ProgressCallback | None) -> PreparedData:
-    """Validate, sample, split and write one LLaVA-style file."""
+          progress: ProgressCallback | None, root_fix: str = "") -> PreparedData:
+    """Validate, sample, split and write one LLaVA-style file (``root_fix``: see :func:`finish`)."""
     if not 0 <= opts["val_fraction"] < 1:
         raise BadInput(f"val_fraction={opts['val_fraction']} is outside [0, 1)", "use e.g. 0.1")
     if opts["sample"] < 0:
         raise BadInput(f"sample={opts['sample']} is negative", "give a count of records, or 0 for all")
     for given in (source, image_root):
-        prepared.check_out(given, out, bool(opts.get("force")))
+        check_out(given, out, opts["force"])
     with Checks(str(image_root)) as checks:
-        items, rejected = load_items(data_file, checks)
+        items, rejected = load_items(data_file, checks, opts.get("system", "reject"))
         checked = validate(items, image_root, progress, rejected, checks)
     usable = checked.items
     if opts["sample"] and opts["sample"] < len(usable):
         keep = sorted(random.Random(opts["seed"]).sample(range(len(usable)), opts["sample"]))
         usable = [usable[i] for i in keep]
     parts = split(usable, opts["val_fraction"], opts["seed"])
-    return prepared.finish(out, dataset=name, source=source, image_root=image_root, validation=checked,
-                           split=parts, options=opts, progress=progress)
+    return finish(out, dataset=name, source=source, image_root=image_root, validation=checked,
+                  split=parts, options=opts, progress=progress, root_fix=root_fix)
 
 
 class LlavaJson:
@@ -78,21 +61,25 @@ class LlavaJson:
 
     def prepare(self, source: Path, out: Path, options: Mapping[str, Any],
                 progress: ProgressCallback | None = None) -> PreparedData:
-        opts = resolve(self.options, options)
-        data_file = _data_file(Path(source).resolve(), opts["file"])
-        image_root = Path(opts["image_root"]).resolve() if opts["image_root"] else data_file.parent
+        """Convert the file ``source`` (or the one in folder ``source``) into ``out``
+        (:meth:`vlhub.core.types.Dataset.prepare`)."""
+        data_file = _data_file(Path(source).resolve(), options["file"])
+        image_root = Path(options["image_root"]).resolve() if options["image_root"] else data_file.parent
         if not image_root.is_dir():
             raise BadInput(f"image_root {image_root} is not a folder", "pass --opt image_root=DIR")
-        return build(self.name, data_file, data_file, image_root, out, opts, progress)
+        return build(self.name, data_file, data_file, image_root, out, options, progress,
+                     "pass the folder the image paths are relative to: --opt image_root={root}")
 
 
 def _data_file(source: Path, name: str) -> Path:
     if source.is_file():
         return source
+    if source.exists() and not source.is_dir():
+        raise BadInput(f"{source} is not a regular file or folder", "give the JSON/JSONL file or its folder as --source")
     if not source.is_dir():
         raise BadInput(f"{source} does not exist", "give the JSON/JSONL file or its folder as --source")
     if name:
-        return source / name
+        return source / normalise(name)
     found = sorted(p for p in source.iterdir() if p.suffix in (".json", ".jsonl") and p.is_file())
     if len(found) != 1:
         listed = ", ".join(p.name for p in found) or "none"
@@ -108,10 +95,13 @@ class Clot:
 
     def prepare(self, source: Path, out: Path, options: Mapping[str, Any],
                 progress: ProgressCallback | None = None) -> PreparedData:
-        opts = resolve(self.options, options)
+        """Convert the CLoT_cn_2000 folder ``source`` into ``out`` (:meth:`vlhub.core.types.Dataset.prepare`)."""
         source = Path(source).resolve()
         data_file = source / "ex_cn.json"
         if not data_file.is_file():
             raise BadInput(f"{source} has no ex_cn.json",
                            "give the CLoT_cn_2000 folder (ex_cn.json + ex_images/) as --source")
-        return build(self.name, source, data_file, source, out, opts, progress)
+        return build(self.name, source, data_file, source, out, options, progress,
+                     f"the image paths must be relative to the CLoT_cn_2000 folder {source} (ex_images/ beside "
+                     "ex_cn.json): move the images there, or prepare the file with `vlhub data prepare llava-json "
+                     "--opt image_root={root}`")

@@ -1,8 +1,12 @@
-"""Built-in publishers: Hugging Face, ModelScope, OpenXLab and any git + LFS remote.
+"""Built-in publishers, one module each: Hugging Face, ModelScope, OpenXLab and any git + LFS remote.
 
-``--to hf:ORG/NAME``, ``--to modelscope:ORG/NAME``, ``--to openxlab:OWNER/NAME``,
-``--to git:URL``. Every ``--via git`` path shares one git + LFS engine (:mod:`.gitlfs`).
-Importing this package is light: SDKs and GitPython load when a publish starts.
+``--to hf:ORG/NAME`` (:mod:`.hf`), ``--to modelscope:ORG/NAME`` (:mod:`.modelscope`),
+``--to openxlab:OWNER/NAME`` (:mod:`.openxlab`), ``--to git:URL`` (:mod:`.git`); the model
+card they generate is :mod:`.card`, their shared options :mod:`.common`. They are built
+from core API only (:mod:`vlhub.core.publishing`: the folder scan, hashing with the cache,
+the one planning rule, and the git + LFS engine every ``--via git`` path shares), as a
+third-party publisher would be. Importing this package is light: the SDKs and GitPython
+load when a publish starts.
 """
 from __future__ import annotations
 
@@ -10,7 +14,10 @@ from typing import Callable
 
 from vlhub.core import hookimpl
 
-from .targets import GitPublisher, HfPublisher, ModelScopePublisher, OpenXLabPublisher
+from .git import GitPublisher
+from .hf import HfPublisher
+from .modelscope import ModelScopePublisher
+from .openxlab import OpenXLabPublisher
 
 
 @hookimpl

@@ -1,6 +1,7 @@
 """Built-in trainers: ``xtuner`` (InternVL2 fine-tuning with xtuner train + DeepSpeed).
 
-The functions the CLI and the Train page call live in :mod:`.training`.
+Registered through the ``register_trainers`` hook like any plugin's; the CLI and the Train page
+reach it through :mod:`vlhub.core.train`.
 """
 from __future__ import annotations
 
@@ -13,4 +14,5 @@ from .xtuner import XtunerTrainer
 
 @hookimpl
 def register_trainers(register: Callable[[object], None]) -> None:
+    """Register the ``xtuner`` trainer."""
     register(XtunerTrainer())

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from vlhub.core.errors import BadInput
+from vlhub.core.prepared.format import MANIFEST, load_manifest
 
 #: LLM architectures xtuner 0.2.0's InternVL_V1_5_Dataset accepts, and their prompt template.
 TEMPLATE_FOR_ARCH = {"InternLM2ForCausalLM": "internlm2_chat", "Phi3ForCausalLM": "phi3_chat"}
@@ -107,18 +108,14 @@ def check_template(info: ModelInfo, template: str | None) -> str:
 
 
 def _data_file(data: Path) -> tuple[Path, Path | None]:
-    """The training JSON in ``data`` (a prepared folder or a JSON file) and the image root it names."""
+    """The training JSON in ``data`` (a prepared folder of any format version, or a JSON file) and
+    the image root it names."""
     if data.is_file():
         return data, None
-    prepared = data / "prepared.json"
-    if prepared.is_file():
-        meta = _read_json(prepared, "--data")
-        files = meta.get("files") or {}
-        train = files.get("train") or meta.get("train")
-        root = meta.get("image_root")
-        if train:
-            train_path = Path(train) if Path(train).is_absolute() else data / train
-            return train_path, (Path(root) if root and Path(root).is_absolute() else data / root if root else None)
+    if (data / MANIFEST).is_file():
+        manifest = load_manifest(data)
+        if "train" in manifest.files:
+            return manifest.files["train"], manifest.image_root
     for name in ("train.json", "train.jsonl"):
         if (data / name).is_file():
             return data / name, None

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from vlhub.core.errors import BadInput
-from vlhub.core.types import Option
+from vlhub.core.options import FLAGS, Option, flag as _flag, resolve
 
 METHODS = ("lora", "qlora", "full")
 DEEPSPEED = ("zero1", "zero2", "zero3", "zero3_offload", "none")
@@ -110,31 +110,6 @@ class Settings:
         return asdict(self)
 
 
-KINDS = {int: "whole number", float: "number", bool: "yes/no value"}
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def _coerce(opt: Option, value: Any) -> Any:
-    if value is None:
-        return None
-    try:
-        if opt.type is bool:
-            if isinstance(value, str):
-                if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
-                    raise ValueError(value)
-                return value.lower() in ("1", "true", "yes")
-            return bool(value)
-        if opt.type is list:
-            return [value] if isinstance(value, str) else [str(v) for v in value]
-        return opt.type(value)
-    except (TypeError, ValueError):
-        kind = KINDS.get(opt.type, opt.type.__name__)
-        raise BadInput(f"{_flag(opt.name)} {value!r} is not a valid {kind}", f"give {_flag(opt.name)} a {kind}") from None
-
-
 def _positive(s: Settings, *names: str, minimum: float = 1) -> None:
     for name in names:
         value = getattr(s, name)
@@ -143,19 +118,18 @@ def _positive(s: Settings, *names: str, minimum: float = 1) -> None:
 
 
 def parse(options: Mapping[str, Any]) -> Settings:
-    """Settings from a mapping of option names (CLI flags or form fields), checked."""
-    known = {opt.name: opt for opt in OPTIONS}
-    unknown = sorted(set(options) - set(known))
-    if unknown:
-        raise BadInput(f"unknown training option {unknown[0]!r}",
-                       f"use one of: {', '.join(sorted(known))}")
-    values = {name: _coerce(known[name], v) for name, v in options.items() if v is not None}
-    for name, value in values.items():
-        choices = known[name].choices
-        if choices and value not in choices:
-            raise BadInput(f"{_flag(name)} {value!r} is not one of {', '.join(choices)}",
-                           f"use {_flag(name)} {choices[0]}")
-    s = Settings(**values)
+    """Settings from a mapping of option names (CLI flags or form fields), checked.
+
+    Args:
+        options: option name -> value, text or typed (:func:`vlhub.core.options.resolve`); absent or
+            ``None`` values take the default.
+    Returns:
+        :class:`Settings` with every field set.
+    Raises:
+        BadInput: an unknown option, a value of the wrong type or outside its choices, or a
+            combination that cannot train; the message names the flag and the fix.
+    """
+    s = Settings(**resolve(OPTIONS, options, FLAGS))
     _positive(s, "max_length", "batch_size", "grad_accum", "epochs", "max_iters", "save_steps", "lora_r",
               "lora_alpha", "gpus", "nnodes", "log_interval", "eval_every")
     _positive(s, "workers", "node_rank", "vit_lora_r", minimum=0)

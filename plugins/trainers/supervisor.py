@@ -35,6 +35,7 @@ class LogFollower:
         self.partial = b""
 
     def poll(self, final: bool = False) -> None:
+        """Parse the lines appended since the last poll (``final``: the unfinished last line too) and record them."""
         if self.log.exists():
             with open(self.log, "rb") as handle:
                 handle.seek(self.offset)
@@ -58,6 +59,7 @@ class LogFollower:
 
 
 def supervise(run_dir: Path) -> None:
+    """Start the run's recorded command, follow its log until it ends, then record the outcome."""
     run = load_run(run_dir)
     follower = LogFollower(run_dir)
     with open(run_dir / LOG, "ab") as sink:

@@ -22,14 +22,16 @@ from vlhub.core import stage
 from vlhub.core.errors import BadInput, MissingDependency
 from vlhub.core.fsutil import atomic_write_text
 from vlhub.core.lifecycle import ACTIVE, LOST, lost_message
-from vlhub.core.runs import GONE, OWNED, UNPROVEN, Run, check_process, is_protected, load_run, process_record
+from vlhub.core.runs import (GONE, OWNED, UNPROVEN, Run, check_process, is_protected, load_run, process_record,
+                             start_detached, terminate_tree)
 from vlhub.core.types import Checkpoint, TrainPlan, to_dict
+from vlhub.core.worker import run_worker
 
+from ..workers import TRAIN_ENV, script
 from . import inputs, launch_spec, run_files, xtuner_config
 from .checkpoints import last_complete, list_checkpoints
-from .processes import start_detached, terminate_tree
 from .settings import OPTIONS, Settings, from_public, parse
-from .xtuner_log import parse_file
+from .xtuner_log import parse_file, tail
 
 
 #: Fields that name the training process of a launch, cleared when a run is (re)launched.
@@ -59,9 +61,17 @@ class XtunerTrainer:
     name = "xtuner"
     description = "InternVL2 fine-tuning with xtuner train + DeepSpeed (LoRA, QLoRA, full)"
     options = OPTIONS
+    stage_env = TRAIN_ENV
 
     # ------------------------------------------------------------ planning
     def plan(self, model: Path, data: Path, options: Mapping[str, Any], run_dir: Path) -> TrainPlan:
+        """Check the inputs and settings, write the config into ``run_dir`` and build the dataset in the train
+        environment (on the CPU).
+
+        Raises:
+            BadInput: a setting, the model or the data is refused (the flag and the fix are named).
+            MissingDependency: the train environment (or bitsandbytes for qlora) is missing.
+        """
         s = parse(options)
         info = inputs.check_model(model)
         template = inputs.check_template(info, s.template)
@@ -70,13 +80,13 @@ class XtunerTrainer:
         run_dir = Path(run_dir).resolve()
         code = run_dir / run_files.CODE
         code.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(stage.workers_dir() / f"{xtuner_config.MODEL_MODULE}.py", code)
+        shutil.copy2(script(xtuner_config.MODEL_MODULE), code)
         config = run_dir / run_files.CONFIG
         atomic_write_text(config, xtuner_config.render(s, info, data_info, template, run_dir.name))
         env = launch_spec.environment(s, code, run_dir)
-        report = stage.run_worker("train", "train_inspect",
-                                  [str(config), "--dataset", *(["--step"] if s.check_step else [])],
-                                  extra_env={"PYTHONPATH": str(code)})
+        report = run_worker(TRAIN_ENV.name, script("train_inspect"),
+                            [str(config), "--dataset", *(["--step"] if s.check_step else [])],
+                            extra_env={"PYTHONPATH": str(code)})
         dataset, machine = report["dataset"], report["environment"]
         if "step" in report:
             dataset["step"] = report["step"]
@@ -92,7 +102,7 @@ class XtunerTrainer:
                            f"{dataset['tokens']['median']} tokens)", f"use --max-length {dataset['tokens']['max']}")
         dataset["iterations"] = iterations(s, dataset["samples"])
         plan = TrainPlan(run_dir.name, run_dir, config,
-                         launch_spec.command(s, Path(stage.require("train")).parent / "xtuner", config,
+                         launch_spec.command(s, Path(stage.require(TRAIN_ENV.name)).parent / "xtuner", config,
                                              run_dir / run_files.WORK, run_dir),
                          env, {**dataset, "environment": machine}, {**s.public(), "template": template},
                          self._warnings(s, dataset, data_info, machine))
@@ -118,6 +128,13 @@ class XtunerTrainer:
 
     # ------------------------------------------------------------ running
     def launch(self, plan: TrainPlan) -> int:
+        """Start the run's supervisor detached and record it (pid, start time, command line).
+
+        Returns:
+            The supervisor's pid.
+        Raises:
+            BadInput: the train environment sees fewer GPUs than ``--gpus`` (without ``--launch-command``).
+        """
         run = load_run(plan.run_dir)
         s = from_public(plan.settings)
         gpus = plan.dataset.get("environment", {}).get("cuda_devices", 0)
@@ -125,7 +142,7 @@ class XtunerTrainer:
             raise BadInput(f"--gpus {s.gpus}: the train environment sees {gpus} CUDA GPU(s); xtuner train "
                            "cannot train on the CPU", "run on a machine with GPUs (--dry-run checks settings "
                            "anywhere), or lower --gpus")
-        python = stage.require("train")
+        python = stage.require(TRAIN_ENV.name)
         env = stage.clean_env(plan.env, python)
         # the plan is recorded first (the supervisor reads its command); the status turns active only
         # once the pid is known, so `vlhub runs` never sees an active run without a process
@@ -216,6 +233,11 @@ class XtunerTrainer:
         return check.process
 
     def resume(self, run_dir: Path) -> TrainPlan:
+        """The recorded plan with ``--resume`` pointing at the last complete checkpoint.
+
+        Raises:
+            BadInput: the run is active, lost with a live process, never planned, or has no complete checkpoint.
+        """
         run = load_run(run_dir)
         if run.status in ACTIVE:
             raise BadInput(f"run {run.id} is still {run.status}", f"stop it first: `vlhub run stop {run.id}`")
@@ -242,4 +264,16 @@ class XtunerTrainer:
                          [f"resuming from {checkpoint.path.name} (iteration {checkpoint.step})"])
 
     def checkpoints(self, run_dir: Path) -> list[Checkpoint]:
+        """The run's ``work/iter_N.pth`` checkpoints, oldest first."""
         return list_checkpoints(Path(run_dir) / run_files.WORK)
+
+    def report(self, run_dir: Path, log_lines: int = 40) -> dict[str, Any]:
+        """What the run's files say beyond ``run.json`` (:func:`vlhub.core.train.view` shows it).
+
+        Returns:
+            ``metrics`` (one record per logged iteration), ``samples`` (the evaluation hook's outputs),
+            ``ranks`` (torchrun's per-rank log files) and ``log_tail`` (the last ``log_lines`` of ``train.log``).
+        """
+        run_dir = Path(run_dir)
+        return {"metrics": run_files.read_metrics(run_dir), "samples": run_files.read_samples(run_dir),
+                "ranks": run_files.rank_logs(run_dir), "log_tail": tail(run_dir / run_files.LOG, log_lines)}

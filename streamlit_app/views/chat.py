@@ -8,6 +8,7 @@ from typing import Any
 import streamlit as st
 
 from vlhub.core import chat as chatapi
+from vlhub.core import eval as evalapi
 from vlhub.core.errors import VlhubError
 from vlhub.core.types import GenerationSettings
 from vlhub.streamlit_app.text import t
@@ -98,7 +99,8 @@ def ask(comparison: chatapi.Comparison, columns: list[Any], text: str, images: l
 
 
 def eval_section(comparison: chatapi.Comparison) -> None:
-    """Multiple-choice accuracy of each side on a prepared validation split: a table and a chart."""
+    """Multiple-choice accuracy of each side on a prepared validation split (recorded as an ``eval`` run):
+    a table and a chart."""
     with st.expander(t("chat.eval")):
         data = st.text_input(t("chat.eval_data"), key="chat.eval_data")
         limit = st.number_input(t("chat.eval_limit"), min_value=1, value=50, key="chat.eval_limit")
@@ -106,9 +108,8 @@ def eval_section(comparison: chatapi.Comparison) -> None:
             return
         bar = st.progress(0.0)
         try:
-            items = chatapi.load_mc(data)[: int(limit)]
-            results = [chatapi.evaluate(c, items, lambda p: bar.progress(p.done / (p.total or 1), p.task))
-                       for c in comparison.sides]
+            results = evalapi.evaluate_models(comparison.sides, data, int(limit),
+                                              lambda p: bar.progress(p.done / (p.total or 1), p.task))["results"]
         except VlhubError as exc:
             st.error(exc.one_line())
             return

@@ -5,8 +5,7 @@ from typing import Any
 
 import streamlit as st
 
-from vlhub.core import plugins, runs
-from vlhub.plugins.templates import all_templates
+from vlhub.core import convert, runs, stage, train
 from vlhub.streamlit_app import jobs, pipeline
 from vlhub.streamlit_app.text import t
 from vlhub.streamlit_app.widgets import env_ready, follow
@@ -26,8 +25,7 @@ def pick_source() -> tuple[str, str | None, str]:
         return "", None, ""
     ids = [r.id for r in train_runs]
     run = train_runs[ids.index(st.selectbox(t("convert.run"), ids, key="convert.run"))]
-    trainer = plugins.get("trainers", run.data.get("trainer", "xtuner"))
-    complete = [c for c in trainer.checkpoints(run.dir) if c.complete]
+    complete = [c for c in train.checkpoints(run.id) if c.complete]
     if not complete:
         st.info(t("convert.no_checkpoints", run=run.id))
         return "", None, ""
@@ -38,6 +36,7 @@ def pick_source() -> tuple[str, str | None, str]:
 
 
 def show_result(result: dict[str, Any]) -> None:
+    """The converted folder, whether it was verified, its provenance file and the verification report."""
     verified = result.get("verified") or {}
     if verified.get("ok"):
         st.success(t("convert.verified", out=result["out"]))
@@ -50,11 +49,12 @@ def show_result(result: dict[str, Any]) -> None:
 
 
 st.title(t("convert.title"))
-env_ok = env_ready("train")
+needed = dict.fromkeys(stage.env_of(c) for c in convert.converters().values())  # the converters' environments
+env_ok = all([env_ready(name) for name in needed if name])
 source, config, name = pick_source()
 out = st.text_input(t("convert.out"), value=str(pipeline.models_dir() / name) if name else "",
                     key=f"convert.out.{name}").strip()
-templates = [""] + list(all_templates())
+templates = [""] + list(convert.templates())
 template = st.selectbox(t("convert.template"), templates, key="convert.template",
                         format_func=lambda v: v or t("convert.template_auto"))
 cols = st.columns(2)

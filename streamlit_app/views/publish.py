@@ -7,6 +7,7 @@ from typing import Any
 import streamlit as st
 
 from vlhub.core import publish
+from vlhub.core.errors import VlhubError
 from vlhub.core.fsutil import atomic_write_text
 from vlhub.streamlit_app import jobs, pipeline
 from vlhub.streamlit_app.state import token_report
@@ -77,19 +78,15 @@ def show_results(report: dict[str, Any]) -> None:
 
 
 def card_editor(folder: Path, specs: list[str]) -> None:
-    """Preview the model card that will be sent; saving writes it as the folder's README.md."""
-    from vlhub.plugins.publishers import card
-
+    """Preview the model card that will be sent (the core asks the first target's publisher); saving writes
+    it as the folder's README.md."""
     readme = folder / "README.md"
-    if readme.is_file():
-        text = readme.read_text(encoding="utf-8")
-        st.caption(t("publish.card_user"))
-    else:
-        rest = publish.parse_target(specs[0])[1] if specs else folder.name
-        repo_id = "/".join(rest.rstrip("/").removesuffix(".git").split("/")[-2:])
-        names = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
-        text = card.extra_files(folder, names, repo_id, None, False).get("README.md", b"").decode()
-        st.caption(t("publish.card_generated"))
+    try:
+        text, generated = publish.card_preview(folder, specs[0] if specs else None)
+    except VlhubError as exc:  # e.g. a damaged vlhub_provenance.json: named, with the fix
+        st.error(exc.one_line())
+        return
+    st.caption(t("publish.card_generated") if generated else t("publish.card_user"))
     tabs = st.tabs([t("publish.card_preview"), t("publish.card_edit")])
     with tabs[0]:
         st.markdown(text.split("---", 2)[-1] if text.startswith("---") else text)

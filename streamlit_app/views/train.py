@@ -1,6 +1,6 @@
 """Train: the form for every trainer setting, the dataset report, start/stop/resume and a live view.
 
-The live view reads the run folder only (``training.run_view``), so a reload, a closed tab or a
+The live view reads the run folder only (:func:`vlhub.core.train.view`), so a reload, a closed tab or a
 restarted launcher shows the same progress; the selected run is kept in the URL (``?run=ID``).
 """
 from __future__ import annotations
@@ -11,10 +11,9 @@ from typing import Any
 import streamlit as st
 
 from vlhub.core import data as dataapi
-from vlhub.core import plugins, runs
+from vlhub.core import runs, stage, train
 from vlhub.core.errors import VlhubError
 from vlhub.core.lifecycle import ACTIVE, refresh
-from vlhub.plugins.trainers import training
 from vlhub.streamlit_app import jobs
 from vlhub.streamlit_app.state import env_report
 from vlhub.streamlit_app.text import t
@@ -38,9 +37,9 @@ def data_summary(folder: str) -> None:
 
 
 def new_run_form(env_ok: bool) -> None:
-    trainers = plugins.registry("trainers")
-    name = st.selectbox(t("train.trainer"), list(trainers), key="train.trainer")
-    options = [o.public() for o in trainers[name].options]
+    """The trainer, model and data, every setting the trainer declares, and Check / Start."""
+    name = st.selectbox(t("train.trainer"), list(train.trainers()), key="train.trainer")
+    options = [o.public() for o in train.options(name)]
     prepared = jobs.latest("data.prepare")
     model = st.text_input(t("train.model"), key="train.model", placeholder="/models/InternVL2-2B").strip()
     folder = st.text_input(t("train.data"), key="train.data", value=prepared.result["out"]
@@ -59,8 +58,8 @@ def new_run_form(env_ok: bool) -> None:
         if not model or not folder:
             st.error(t("train.need_inputs"))
             return
-        jobs.start("train", {"model": model, "data": folder, "options": values, "trainer": name, "launch": start},
-                   label=t("train.planning"))
+        jobs.start("train.plan", {"model": model, "data": folder, "options": values, "trainer": name,
+                                  "launch": start}, label=t("train.planning"))
         st.rerun()
 
 
@@ -84,7 +83,7 @@ def plan_report(result: dict[str, Any]) -> None:
 
 def live(run_id: str) -> None:
     """Progress, charts, samples, checkpoints and the log tail of one run (read from its folder)."""
-    view = training.run_view(run_id)
+    view = train.view(run_id)
     run, metrics = view["run"], view["metrics"]
     status = run.get("status", "created")
     last = metrics[-1] if metrics else {}
@@ -122,6 +121,7 @@ def live(run_id: str) -> None:
 
 
 def run_section(env_ok: bool) -> None:
+    """Pick a training run: stop / resume buttons and its live view."""
     train_runs = runs.list_runs("train")
     if not train_runs:
         st.info(t("train.no_runs"))
@@ -147,12 +147,13 @@ def run_section(env_ok: bool) -> None:
 
 
 st.title(t("train.title"))
-env_ok = env_ready("train")
-gpu = next(e["gpu"] for e in env_report() if e["name"] == "train")
+trainer_env = stage.env_of(train.trainers()[st.session_state.get("train.trainer", train.DEFAULT_TRAINER)])
+env_ok = env_ready(trainer_env) if trainer_env else True
+gpu = next((e["gpu"] for e in env_report() if e["name"] == trainer_env), None) or stage.gpu_summary()
 st.caption(t("train.gpu", gpu=gpu) if gpu else t("train.no_gpu"))
 with st.expander(t("train.new"), expanded=not runs.list_runs("train")):
     new_run_form(env_ok)
-planned = follow(jobs.latest("train"))
+planned = follow(jobs.latest("train.plan"))
 if planned is not None and planned.status == "done":
     plan_report(planned.result)
     if not st.session_state.get(f"train.seen.{planned.id}"):  # show a run just started

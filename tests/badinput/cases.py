@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from fixtures.datasets import make_clot, make_foodieqa, truncate, write_image
+from fixtures.datasets import corrupt_png_pixels, make_clot, make_foodieqa, truncate, write_image
 from publish_helpers import MB, make_model, write_random
 
 GB = 1024 ** 3
@@ -139,6 +139,79 @@ def _existing_out(ctx: Ctx) -> Path:
     return _llava_file(ctx)
 
 
+def _layout_mismatch(ctx: Ctx) -> Path:
+    """Image paths written for another folder layout: the images are under ``pics/``, not beside the file."""
+    root = ctx.work / "src"
+    for n in range(3):
+        write_image(root / "pics" / "images" / "dishes" / f"{n}.png", n, fmt="PNG")
+    path = root / "chat.json"
+    path.write_text(json.dumps([_record(f"images\\dishes\\{n}.png") for n in range(3)]))
+    return path
+
+
+def _with_records(*records: dict[str, Any]) -> Callable[[Ctx], Path]:
+    def build(ctx: Ctx) -> Path:
+        path = _images(ctx) / "chat.json"
+        path.write_text(json.dumps(list(records), ensure_ascii=False))
+        return path
+    return build
+
+
+SYSTEM_FIRST = {"image": "a.jpg", "conversations": [{"from": "system", "value": "Be brief."}, *RECORD["conversations"]]}
+SYSTEM_MESSAGES = {"image": "a.jpg", "messages": [{"role": "system", "content": "Be brief."},
+                                                  {"role": "user", "content": "<image>\nWhat is this?"},
+                                                  {"role": "assistant", "content": "A red square."}]}
+
+
+def _outside_tmp(ctx: Ctx) -> Path:
+    """A folder outside the user's folder (special files there are never hashed), removed afterwards."""
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="vlhub-badinput-"))
+    ctx.after.append(lambda: shutil.rmtree(folder, ignore_errors=True))
+    return folder
+
+
+def _fifo_root(ctx: Ctx) -> list[str]:
+    """``data validate --strict`` against an image root (outside the user's folder) holding a named pipe."""
+    root = _outside_tmp(ctx)
+    write_image(root / "a.jpg", 1)
+    os.mkfifo(root / "pipe.jpg")
+    path = ctx.work / "train.json"
+    path.write_text(json.dumps([RECORD, _record("pipe.jpg")]))
+    return ["data", "validate", str(path), "--images", str(root), "--strict"]
+
+
+def _link_to_fifo(ctx: Ctx, root: Path) -> dict[str, Any]:
+    pipe = _outside_tmp(ctx) / "pipe.jpg"
+    os.mkfifo(pipe)
+    os.symlink(pipe, root / "pipe-link.jpg")
+    return _record("pipe-link.jpg")
+
+
+def _fifo_data_file(ctx: Ctx) -> list[str]:
+    pipe = _outside_tmp(ctx) / "train.json"
+    os.mkfifo(pipe)
+    return ["data", "validate", str(pipe), "--images", str(_images(ctx))]
+
+
+def _png_bad_pixels(ctx: Ctx, root: Path) -> dict[str, Any]:
+    corrupt_png_pixels(write_image(root / "pixels.png", 8, size=(96, 64), fmt="PNG"))
+    return _record("pixels.png")
+
+
+def _nfd_name(ctx: Ctx) -> list[str]:
+    """The file is named in NFD, the record in NFC: found; the other record's URL is refused by name."""
+    import unicodedata
+
+    root = _images(ctx)
+    write_image(root / unicodedata.normalize("NFD", "café.jpg"), 2)
+    path = root / "train.json"
+    path.write_text(json.dumps([_record(unicodedata.normalize("NFC", "café.jpg")), _record("http://x.invalid/a.jpg")],
+                               ensure_ascii=False))
+    return ["data", "validate", str(path), "--images", str(root), "--strict"]
+
+
 DATA = [
     Case("broken-json", "data", _validate("train.json", '[{"image": "a.jpg", "conversations": ['),
          "train.json: not valid JSON (line 1, column 39"),
@@ -196,6 +269,44 @@ DATA = [
     Case("validate-images-folder-missing", "data", lambda ctx: ["data", "validate", str(_llava_file(ctx)),
                                                                  "--images", str(ctx.work / "pics")],
          "does not exist. Fix: pass the folder the image paths are relative to"),
+    # an empty or nearly empty result is a failure (exit 1, nothing written), naming what the misses share
+    Case("images-for-another-layout", "data", _prepare("llava-json", _layout_mismatch),
+         "all 3 records were dropped: every one names an image not found under the image root", code=1),
+    Case("images-for-another-layout-validate", "data",
+         lambda ctx: ["data", "validate", str(_layout_mismatch(ctx)), "--images", str(ctx.work / "src")],
+         "as --images", code=1),
+    Case("all-records-system-first", "data", _prepare("llava-json", _with_records(SYSTEM_FIRST, SYSTEM_FIRST)),
+         "all 2 records were dropped; first: record 0 (chat.json: conversations[0].from): turn 0 is a system turn",
+         code=1),
+    Case("all-messages-system-first", "data", _prepare("llava-json", _with_records(SYSTEM_MESSAGES, SYSTEM_MESSAGES)),
+         "all 2 records were dropped; first: record 0 (chat.json: conversations[0].from): turn 0 is a system turn",
+         code=1),
+    Case("empty-record-list", "data", _prepare("llava-json", _with_records()), "chat.json: holds no records", code=1),
+    Case("fewer-than-min-kept", "data", _prepare("llava-json", _with_records(RECORD, _record("gone.jpg")),
+                                                 "--min-kept", "2"),
+         "only 1 of 2 records is kept (fewer than --min-kept 2)", code=1),
+    Case("min-kept-negative", "data", _prepare("llava-json", _llava_file, "--min-kept", "-3"),
+         "--min-kept -3 is negative"),
+    # paths as users write them
+    Case("url-image", "data", _strict(lambda ctx, root: _record("https://example.org/a.jpg")),
+         "URLs are not downloaded; download the images and give a local path", code=1),
+    Case("nfd-name-found-url-refused", "data", _nfd_name, "record 1 (train.json: image): image "
+         "'http://x.invalid/a.jpg' is a URL", code=1),
+    # special files are never opened
+    Case("fifo-image", "data", _fifo_root, "image 'pipe.jpg' is not a regular file: it is a named pipe", code=1),
+    Case("symlink-to-outside-fifo", "data", _strict(_link_to_fifo), "resolves outside the image root", code=1),
+    Case("fifo-data-file", "data", _fifo_data_file, "train.json: is not a regular file: it is a named pipe"),
+    # pixels are decoded
+    Case("png-pixels-do-not-decode", "data", _strict(_png_bad_pixels), "image pixels.png does not decode", code=1),
+    # turns
+    Case("image-in-gpt-turn", "data", _strict(lambda ctx, root: _record("a.jpg", gpt="Look: <image>")),
+         "turn 1 (gpt) contains <image>: images belong in the question", code=1),
+    Case("content-part-unknown-type", "data", _strict(lambda ctx, root: {"image": "a.jpg", "conversations": [
+        {"from": "human", "value": [{"type": "audio", "audio": "a.wav"}]}, {"from": "gpt", "value": "?"}]}),
+         "turn 0 (human): value is a list of content parts; part 0 has type 'audio'", code=1),
+    Case("turn-value-not-text", "data", _strict(lambda ctx, root: {"image": "a.jpg", "conversations": [
+        {"from": "human", "value": 7}, {"from": "gpt", "value": "?"}]}), "turn 0 (human): value is a JSON number",
+         code=1),
 ]
 
 

@@ -7,7 +7,7 @@ from typing import Any, Mapping, Sequence
 
 from .images import ImageInfo
 from .records import record_images
-from .validate import Item
+from .records import Item
 
 LENGTH_BINS = (16, 32, 64, 128, 256, 512)
 #: a meta field is counted as a category when it has at most this many distinct values
@@ -15,7 +15,20 @@ MAX_CATEGORIES = 50
 
 
 def compute(splits: Mapping[str, Sequence[Item]], images: Mapping[str, ImageInfo]) -> dict[str, Any]:
-    """Statistics of the usable records of each split (``images`` from validation), in one pass."""
+    """Statistics of the usable records of each split, in one pass (the content of ``stats.json``).
+
+    Args:
+        splits: split name -> its items.
+        images: what validation found for each image reference (:attr:`Validation.images`).
+    Returns:
+        ``{"records": {split: int}, "records_total": int, "images": int (distinct references),
+        "image_bytes": int, "image_formats": {format: int}, "multi_image_records": int,
+        "text_only_records": int, "turns": {"total", "max_per_record", "mean_per_record"},
+        "answer_length": {"count", "min", "median", "p90", "max", "mean", "histogram": {bin: int}}
+        (characters of gpt turns; only ``count`` when there is none), "categories": {field: {value:
+        int}} (:func:`categories`), "duplicate_images": {"groups", "images": int, "examples":
+        [[ref, ...]] (the first 10 groups of references to equal content)}}``.
+    """
     items = [item for split in splits.values() for item in split]
     used: set[str] = set()
     turns: list[int] = []
@@ -63,7 +76,16 @@ def _lengths(values: Sequence[int]) -> dict[str, Any]:
 
 
 def categories(metas: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, int]]:
-    """Counts per value for meta fields that look categorical (short strings, few distinct values)."""
+    """Counts per value for meta fields that look categorical.
+
+    Args:
+        metas: each item's ``meta``.
+    Returns:
+        ``{field: {value (as text): count}}`` for fields that are not identifiers (``id``,
+        ``*_file``, ...), hold short scalars (40 characters at most), have at most
+        :data:`MAX_CATEGORIES` distinct values (and at most half as many as records) and are
+        set in at least half of the records.
+    """
     keys = {key for key in set().union(*metas) if not _identifier(key)}
     values: dict[str, Counter] = {}
     for key in sorted(keys):

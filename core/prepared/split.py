@@ -13,7 +13,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Sequence
 
-from .validate import Item
+from .records import Item
 
 
 @dataclass
@@ -49,7 +49,19 @@ def _keys(item: Item) -> list[str]:
 
 
 def split(items: Sequence[Item], fraction: float, seed: int = 0, followers: Sequence[Item] = ()) -> Split:
-    """Split ``items`` (and place ``followers``) with about ``fraction`` of them in validation."""
+    """Split ``items`` (and place ``followers``) with about ``fraction`` of them in validation.
+
+    Args:
+        items: the usable items; those sharing any of their ``groups`` stay together (an item
+            without groups is a group of its own).
+        fraction: the share for validation, in ``[0, 1)``; ``0`` puts everything in training.
+            At least one group is chosen when ``fraction > 0``, and one always stays for training.
+        seed: seed of the (reproducible) order in which groups are chosen.
+        followers: items placed after the split, where all their groups went.
+    Returns:
+        :class:`Split`: ``train`` and ``val`` in input order, and the followers whose groups
+        straddle the two (``straddling``, in neither).
+    """
     groups = _Groups()
     keys = [_keys(item) for item in items]
     for item_keys in keys:

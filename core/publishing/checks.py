@@ -1,4 +1,8 @@
-"""Checks shared by every publisher: the folder's contents, repository names, the keyword rule."""
+"""Checks shared by every publisher: the folder's contents, repository names, the keyword rule.
+
+:func:`local_problems` is what a preflight finds without the network: the scan's problems,
+then :func:`~vlhub.core.publishing.folder.check_contents`, then ``--require-keyword``.
+"""
 from __future__ import annotations
 
 import re
@@ -18,6 +22,17 @@ def local_problems(folder: Path, scanned: fld.FolderScan, repo_id: str,
 
     The scan's own problems come first (links out of the folder, loops, broken links,
     special files): one rule for every publisher, refused before any byte is sent.
+
+    Args:
+        folder: the model folder.
+        scanned: its :func:`~vlhub.core.publishing.folder.scan`.
+        repo_id: the repository's name (``OWNER/NAME`` or a URL's path), for ``require_keyword``.
+        options: the publish options (``follow_symlinks``, ``require_keyword``).
+
+    Returns:
+        ``(problems, checks)``: one line per problem (``what. Fix: how``) and what was
+        checked (``config``, ``weights``, ``tokenizer``, ``chat_template``, ``keyword``,
+        ``symlinks_followed``, ``linked_files_sent_as_content``), for the preflight's ``checks``.
     """
     problems, checks = fld.check_contents(folder, scanned.files, scanned.refused)
     problems = [*scanned.problems, *problems]
@@ -38,7 +53,19 @@ def local_problems(folder: Path, scanned: fld.FolderScan, repo_id: str,
 
 
 def split_repo_id(hub: str, repo_id: str, example: str) -> tuple[str, str]:
-    """``OWNER/NAME`` with letters, digits, ``-``, ``_`` and ``.``; a clear error otherwise."""
+    """``OWNER/NAME`` with letters, digits, ``-``, ``_`` and ``.``; a clear error otherwise.
+
+    Args:
+        hub: the publisher's name, for the message (``hf``).
+        repo_id: the name to check.
+        example: a valid name shown in the fix.
+
+    Returns:
+        ``(owner, name)``.
+
+    Raises:
+        BadInput: not two such parts, ``..`` or ``--`` in it, or a ``.git`` suffix.
+    """
     parts = repo_id.split("/")
     if len(parts) != 2 or not all(_PART.match(p) for p in parts) or ".." in repo_id or "--" in repo_id \
             or repo_id.endswith(".git"):

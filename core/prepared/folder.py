@@ -1,19 +1,7 @@
-"""The prepared-data folder that every dataset plugin writes.
+"""The writer of the prepared-data folder (layout and ``prepared.json`` schema: :mod:`.format`).
 
-Layout of ``OUT/`` (built in a temporary sibling and renamed into place, so an
-interrupted prepare leaves no folder; ``prepared.json`` is written last)::
-
-    train.json      LLaVA-style list: {"id", "image": str | [str] (optional), "conversations":
-                    [{"from": "human" | "gpt", "value"}]}, image paths relative to image_root
-    val.json        the same, validation split (only when there is one)
-    val_mc.json     validation multiple-choice items for `vlhub eval`: {"id", "subset",
-                    "image", "question", "choices", "answer" (int index), "prompt"}
-    report.json     validation: checked / usable / dropped counts, problems (index, field, reason)
-    stats.json      records, images, turns, answer lengths, categories, duplicate images
-    prepared.json   manifest: dataset, source, image_root (absolute), files, records, dropped,
-                    options, vlhub_version, created
-
-Images are not copied: ``image_root`` points into the source folder.
+The folder is built in a temporary sibling and renamed into place, so an interrupted
+prepare leaves no folder; ``prepared.json`` is written last.
 """
 from __future__ import annotations
 
@@ -26,22 +14,38 @@ from typing import Any, Iterator, Mapping
 
 from vlhub.core import __version__
 from vlhub.core.errors import BadInput
-from vlhub.core.fsutil import atomic_dir, check_replaceable, atomic_write_json, atomic_write_text, read_json, timestamp
-from vlhub.core.types import PreparedData, Progress, ProgressCallback
+from vlhub.core.fsutil import atomic_dir, atomic_write_json, atomic_write_text, check_replaceable, timestamp
+from vlhub.core.options import Option
+from vlhub.core.types import Progress, ProgressCallback
 
+from .format import FORMAT, FORMAT_VERSION, MANIFEST, PreparedData
 from .images import can_fork
 from .split import Split
 from .stats import compute
-from .validate import Validation, ValidationFailed
+from .validate import Validation, ValidationFailed, check_kept
 
-MANIFEST = "prepared.json"
-FORMAT = "vlhub.prepared/1"
+#: options every dataset's ``prepare`` receives besides its own (``vlhub data prepare --strict/--force``)
+PREPARE_OPTIONS = (
+    Option("strict", "Fail (nothing written) if any record is bad.", bool, False),
+    Option("force", "Replace an existing output folder that vlhub wrote.", bool, False),
+    Option("min_kept", "Fail (nothing written) when fewer records than this are kept (0: accept an empty result).",
+           int, 1),
+)
 #: below this many records a forked writer costs more than it saves
 FORK_MIN = 5000
 
 
 def check_out(source: Path, out: Path, force: bool) -> None:
-    """Refuse an output folder that exists (without ``force``) or overlaps the source folder."""
+    """Refuse an output folder that exists (without ``force``) or overlaps the source folder.
+
+    Args:
+        source: the source folder or file (a file's folder is what must not overlap).
+        out: the prepared folder to write.
+        force: whether an existing ``out`` that vlhub wrote may be replaced.
+    Raises:
+        BadInput: ``out`` is, contains or lies inside the source folder; ``out`` exists and is not
+            empty without ``force``; or it holds files vlhub did not write (no ``prepared.json``).
+    """
     source, out = Path(source).resolve(), Path(out).resolve()
     src_dir = source if source.is_dir() else source.parent
     if out == src_dir or out.is_relative_to(src_dir) or src_dir.is_relative_to(out):
@@ -51,10 +55,37 @@ def check_out(source: Path, out: Path, force: bool) -> None:
 
 
 def finish(out: Path, *, dataset: str, source: Path, image_root: Path, validation: Validation, split: Split,
-           options: Mapping[str, Any], progress: ProgressCallback | None = None) -> PreparedData:
-    """Apply ``strict``, then write the prepared folder atomically (``prepared.json`` last)."""
+           options: Mapping[str, Any], progress: ProgressCallback | None = None, root_fix: str = "") -> PreparedData:
+    """Apply ``strict`` and ``min_kept``, then write the prepared folder atomically (``prepared.json`` last).
+
+    Args:
+        out: the prepared folder.
+        dataset: the plugin's name, recorded in the manifest.
+        source: the source folder or file, recorded.
+        image_root: the folder the records' image paths are relative to, recorded (absolute).
+        validation: what :func:`vlhub.core.prepared.validate.validate` returned.
+        split: the split of the usable items; ``split.val`` items with ``mc`` fill ``val_mc.json``.
+        options: the typed options; ``strict``, ``force`` and ``min_kept`` (:data:`PREPARE_OPTIONS`) are
+            obeyed, the others recorded.
+        progress: receives ``write`` events (files written / total).
+        root_fix: how the user gives this plugin another image root, ``{root}`` where the folder goes
+            (e.g. ``"pass the folder the image paths are relative to: --opt image_root={root}"``); said
+            when the records were dropped because their images are not under ``image_root``.
+    Returns:
+        :class:`PreparedData` (``problems`` complete, not capped).
+    Raises:
+        ValidationFailed: ``strict`` and some record failed validation (nothing is written).
+        TooFewRecords: fewer than ``min_kept`` (default 1) records would be written: nothing is
+            written, not even an empty folder (:func:`~.validate.check_kept`).
+        BadInput: ``out`` may not be written (:func:`check_out`); ``min_kept`` is negative.
+    """
     if options.get("strict") and validation.problems:
         raise ValidationFailed(validation)
+    min_kept = options.get("min_kept", 1)
+    if min_kept is None or min_kept < 0:
+        raise BadInput(f"--min-kept {min_kept} is negative", "give a count of records (0 accepts an empty result)")
+    check_kept(validation, len(split.train) + len(split.val), min_kept, image_root=image_root, root_fix=root_fix,
+               source=str(source))
     force = bool(options.get("force"))
     check_out(source, out, force)
     out = Path(out).resolve()
@@ -62,10 +93,11 @@ def finish(out: Path, *, dataset: str, source: Path, image_root: Path, validatio
     records = {name: len(items) for name, items in splits.items()}
     files = {name: out / f"{name}.json" for name in splits}
     report = {**validation.summary(), "left_out_straddling_splits": len(split.straddling)}
-    manifest = {"format": FORMAT, "dataset": dataset, "source": str(Path(source).resolve()),
-                "image_root": str(Path(image_root).resolve()), "files": {k: str(v) for k, v in files.items()},
+    manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "dataset": dataset,
+                "source": str(Path(source).resolve()), "image_root": str(Path(image_root).resolve()),
+                "files": {k: str(v) for k, v in files.items()},
                 "records": records, "dropped": validation.dropped, "left_out": len(split.straddling),
-                "options": {k: v for k, v in options.items() if k not in ("strict", "force")},
+                "options": {k: v for k, v in options.items() if k not in {o.name for o in PREPARE_OPTIONS}},
                 "vlhub_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(timestamp()))}
     mc = [item.mc for item in split.val if item.mc]
     if mc:
@@ -120,12 +152,3 @@ def _write_records(path: Path, records: list[dict[str, Any]]) -> None:
     """A JSON list with one record per line: readable, and fast to write for large sets."""
     lines = ",\n".join(map(json.JSONEncoder(ensure_ascii=False).encode, records))
     atomic_write_text(path, f"[\n{lines}\n]\n" if records else "[]\n")
-
-
-def load_manifest(folder: Path) -> dict[str, Any]:
-    """The manifest of a complete prepared folder; :class:`BadInput` when there is none."""
-    manifest = read_json(Path(folder) / MANIFEST, expect=dict)
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise BadInput(f"{folder} is not a prepared dataset folder (no complete {MANIFEST})",
-                       "run `vlhub data prepare NAME --source DIR --out DIR` first")
-    return manifest

@@ -1,4 +1,4 @@
-"""Hash LFS files, then upload them with ``git lfs push --object-id``.
+"""Hash LFS files, then upload them with ``git lfs push --object-id`` (public: :func:`send`).
 
 Files whose hash is cached are not read again. Each hashed file is linked (not copied)
 into the staging's LFS store; once every file is hashed, the objects the remote lacks go
@@ -18,8 +18,9 @@ from typing import Callable
 
 from vlhub.core.errors import VlhubError
 
-from . import folder as fld
+from .folder import LocalFile
 from .gitlfs import Stage, git_error, lfs_env
+from .hashing import HashCache
 
 #: ``(stage, done, total)`` byte counts; stage is "hash" or "upload".
 ByteProgress = Callable[[str, int, int], None]
@@ -36,9 +37,24 @@ class LfsResult:
     objects_sent: int = 0
 
 
-def send(stage: Stage, files: list[fld.LocalFile], cache: fld.HashCache, on_remote: set[str],
+def send(stage: Stage, files: list[LocalFile], cache: HashCache, on_remote: set[str],
          progress: ByteProgress | None = None) -> LfsResult:
-    """Hash (where needed) every LFS file, then upload those whose object the remote lacks."""
+    """Hash (where needed) every LFS file, then upload those whose object the remote lacks.
+
+    Args:
+        stage: the set-up staging repository (its ``origin`` is the remote).
+        files: the LFS files to send (each read from ``LocalFile.source``).
+        cache: the staging's hash cache (saved, also when hashing is interrupted).
+        on_remote: LFS oids the remote's tree already points to (not offered again).
+        progress: ``(stage, done, total)`` byte counts; stage is ``hash`` or ``upload``.
+
+    Returns:
+        :class:`LfsResult`: path -> oid of every file, bytes and objects sent.
+
+    Raises:
+        VlhubError: the upload failed (one redacted line); rerunning resumes it, since
+            git-lfs asks the server which objects it lacks first.
+    """
     result = LfsResult()
     hash_total = sum(f.size for f in files if cache.get(f) is None)
     hashed = 0
@@ -52,8 +68,7 @@ def send(stage: Stage, files: list[fld.LocalFile], cache: fld.HashCache, on_remo
     todo: list[tuple[str, int, str]] = []
     try:
         for f in files:
-            oid = cache.get(f) or fld.sha256_file(f.source(stage.folder), count)
-            cache.put(f, oid)
+            oid = cache.hash(f, stage.folder, count)
             result.oids[f.path] = oid
             if oid not in on_remote:
                 todo.append((oid, f.size, str(f.source(stage.folder))))

@@ -1,4 +1,9 @@
-"""The one git + Git LFS engine behind every ``--via git`` publish (hf, modelscope, openxlab, git).
+"""The git + Git LFS engine: a staging repository that pushes a model folder to any git remote.
+
+Public API for every git-based publisher (the built-in ``git:``, ``openxlab:`` and ``--via
+git`` of ``hf:``/``modelscope:``, and third-party publishers for other git hosts); the
+preflight/publish flow on top of it is :mod:`vlhub.core.publishing.gitpush`, the LFS
+upload :mod:`vlhub.core.publishing.lfs`.
 
 The model folder is staged in place: a separate ``GIT_DIR`` under ``$VLHUB_HOME/publish/``
 (one per folder + remote) has the model folder as its work tree, so nothing is copied and
@@ -10,6 +15,14 @@ resolved file, mode 100644), so a symlinked file is committed as the file it poi
 never as a link. The tree is compared with the plan before the commit, and the remote
 branch with the commit after ``git push``, whose git-lfs pre-push hook checks once more
 that every object is on the server.
+
+Specs followed: git's plumbing (``ls-remote --symref``, ``fetch``, ``ls-tree -r -l -z``,
+``cat-file --batch``, ``read-tree``, ``hash-object -w --no-filters --stdin-paths``,
+``update-index -z --index-info``, ``write-tree``, ``commit-tree``, ``push``; git-scm.com/docs),
+``gitattributes`` (``check-attr filter``; a path is LFS when its ``filter`` is ``lfs``), the
+Git LFS pointer format and batch API as implemented by ``git lfs push --object-id``
+(github.com/git-lfs/git-lfs/tree/main/docs), and the credential helper protocol
+(``gitcredentials``: ``get`` answers ``username=``/``password=``).
 
 Credentials reach git and git-lfs only through a credential helper that reads them from
 the child's environment: never in a URL, argv, the staging's config, or an error message.
@@ -27,23 +40,28 @@ from urllib.parse import urlsplit
 
 from vlhub.core.errors import BadInput, MissingDependency, VlhubError
 from vlhub.core.home import vlhub_home
+from vlhub.core.net import with_git_config
 from vlhub.core.secrets import looks_like_token, redact, remember, strip_userinfo
 
 from . import folder as fld
+from .hashing import parse_pointer
+from .plan import RemoteFile
 
 if TYPE_CHECKING:
     import git
 
 _HELPER = ('!f() { test "$1" = get || exit 0; echo "username=${VLHUB_GIT_USERNAME}"; '
            'echo "password=${VLHUB_GIT_PASSWORD}"; }; f')
-#: Staging dirs set up by this process (a preflight then a publish set up once).
-_READY: set[Path] = set()
 _STALE_LOCKS = ("index.lock", "config.lock", "HEAD.lock", "packed-refs.lock", "shallow.lock")
 
 
 @dataclass(frozen=True)
 class Remote:
-    """A git remote: ``url`` holds no credentials; ``token`` is passed through the environment only."""
+    """A git remote: ``url`` holds no credentials; ``token`` is passed through the environment only.
+
+    ``username`` and ``token`` are what the credential helper answers (http(s) remotes);
+    ``default_branch`` is pushed to when the remote has no branch yet.
+    """
 
     url: str
     username: str = ""
@@ -52,7 +70,17 @@ class Remote:
 
 
 def check_url(url: str) -> str:
-    """A remote URL without credentials in it, or a clear error."""
+    """A remote URL without credentials in it, or a clear error.
+
+    Args:
+        url: ``http(s)://HOST/PATH``, ``ssh://...``, ``file://...``, a local path or ``user@host:path``.
+
+    Returns:
+        ``url`` unchanged.
+
+    Raises:
+        BadInput: not a git remote URL, or it carries a password or a token (exit code 2).
+    """
     parts = urlsplit(url)
     if parts.scheme in ("http", "https"):
         if not parts.hostname:
@@ -68,7 +96,11 @@ def check_url(url: str) -> str:
 
 
 def require_tools() -> None:
-    """git and git-lfs must be installed."""
+    """git and git-lfs must be installed.
+
+    Raises:
+        MissingDependency: naming the missing tool and how to install it (exit code 2).
+    """
     for tool, fix in (("git", "install git (apt-get install git)"),
                       ("git-lfs", "install Git LFS (apt-get install git-lfs), then run `git lfs install`")):
         if not shutil.which(tool):
@@ -81,20 +113,38 @@ class RemoteState:
 
     ``links`` are the paths the remote stores as symbolic links (mode 120000): never "the
     same" as a local file, so that a publish replaces them with the file's content.
+    ``sizes`` are the file sizes (an LFS pointer's object size for LFS files).
     """
 
     branch: str
     head: str | None = None
     entries: dict[str, tuple[str, str | None]] = field(default_factory=dict)
     links: set[str] = field(default_factory=set)
+    sizes: dict[str, int] = field(default_factory=dict)
 
     @property
     def oids(self) -> set[str]:
+        """The LFS objects the remote's tree points to (not offered again)."""
         return {oid for _, oid in self.entries.values() if oid}
+
+    def files(self) -> dict[str, RemoteFile]:
+        """The tree as :func:`~vlhub.core.publishing.plan.plan_files` compares it."""
+        return {path: RemoteFile(sha, oid, self.sizes.get(path), path in self.links)
+                for path, (sha, oid) in self.entries.items()}
 
 
 class Stage:
-    """A staging ``GIT_DIR`` for one model folder and one remote."""
+    """A staging ``GIT_DIR`` for one model folder and one remote.
+
+    ``dir`` is ``$VLHUB_HOME/publish/<sha256(folder, url)[:16]>`` (the lock, the hash cache,
+    logs); ``git_dir`` its ``git`` folder. One object serves a preflight and the publish of
+    its plan: it is set up once (:meth:`setup`). Every method that runs git raises
+    :class:`~vlhub.core.errors.VlhubError` with one redacted line (:func:`git_error`) on failure.
+
+    Raises:
+        MissingDependency: git or git-lfs is not installed.
+        BadInput: the remote URL is not acceptable (:func:`check_url`).
+    """
 
     def __init__(self, folder: Path, remote: Remote) -> None:
         require_tools()
@@ -106,6 +156,7 @@ class Stage:
         self.git_dir = self.dir / "git"
         self.dir.mkdir(parents=True, exist_ok=True)
         self._git: git.Git | None = None
+        self._ready = False
 
     # ------------------------------------------------------------ plumbing
     def env(self) -> dict[str, str]:
@@ -117,7 +168,7 @@ class Stage:
             env.update({"GIT_CONFIG_COUNT": "2", "GIT_CONFIG_KEY_1": "credential.helper",
                         "GIT_CONFIG_VALUE_1": _HELPER, "VLHUB_GIT_USERNAME": self.remote.username or "vlhub",
                         "VLHUB_GIT_PASSWORD": self.remote.token})
-        return env
+        return with_git_config(env)  # connect and read limits for git and git-lfs (vlhub.core.net)
 
     @property
     def git(self) -> "git.Git":
@@ -145,8 +196,8 @@ class Stage:
             raise git_error(what or f"git {args[0]}", exc.stderr or str(exc), self.remote.url) from None
 
     def setup(self) -> None:
-        """Create (or repair) the staging repository; remove locks a killed run left."""
-        if self.git_dir in _READY:
+        """Create (or repair) the staging repository; remove locks a killed run left (once per object)."""
+        if self._ready:
             return
         if not (self.git_dir / "HEAD").is_file():  # none yet, or a killed run's half-made one
             import git
@@ -169,11 +220,16 @@ class Stage:
         (info / "exclude").write_text("".join(f"/{d}/\n" for d in sorted(fld.SKIP_DIRS)) +
                                       "".join(f"{n}\n" for n in sorted(fld.SKIP_FILES)))
         shutil.rmtree(self.git_dir / "lfs" / "objects", ignore_errors=True)
-        _READY.add(self.git_dir)
+        self._ready = True
 
     # ------------------------------------------------------------ remote
     def remote_state(self) -> RemoteState:
-        """Ask the remote for its branches (checks URL and token), fetch the branch, read its tree."""
+        """Ask the remote for its branches (checks URL and token), fetch the branch, read its tree.
+
+        Returns:
+            The branch to push (the remote's HEAD, else ``Remote.default_branch`` or its first
+            branch), its head commit (``None`` for an empty remote) and its tree.
+        """
         out = self.run("ls-remote", "--symref", "origin", "HEAD", "refs/heads/*", what="reading the remote")
         refs: dict[str, str] = {}
         branch = None
@@ -190,7 +246,7 @@ class Stage:
         if state.head:
             self.run("fetch", "-q", "--no-tags", "origin", f"+refs/heads/{branch}:refs/remotes/origin/{branch}",
                      what="fetching the remote")
-            state.entries = self._tree_entries(state.head, state.links)
+            state.entries = self._tree_entries(state.head, state.links, state.sizes)
         return state
 
     def tree(self, treeish: str) -> dict[str, tuple[str, str]]:
@@ -203,7 +259,7 @@ class Stage:
                 found[path] = (fields[0], fields[2])
         return found
 
-    def _tree_entries(self, commit: str, links: set[str]) -> dict[str, tuple[str, str | None]]:
+    def _tree_entries(self, commit: str, links: set[str], sizes: dict[str, int]) -> dict[str, tuple[str, str | None]]:
         entries: dict[str, tuple[str, str | None]] = {}
         small: list[tuple[str, str]] = []
         for line in self.run("ls-tree", "-r", "-l", "-z", commit).split("\0"):
@@ -213,6 +269,8 @@ class Stage:
             mode, kind, sha, size = meta.split()
             if kind == "blob":
                 entries[path] = (sha, None)
+                if size.isdigit():
+                    sizes[path] = int(size)
                 if mode == "120000":
                     links.add(path)
                     continue
@@ -221,9 +279,10 @@ class Stage:
         if small:
             data = self._cat_blobs([sha for _, sha in small])
             for path, sha in small:
-                pointer = fld.parse_pointer(data[sha])
+                pointer = parse_pointer(data[sha])
                 if pointer:
                     entries[path] = (sha, pointer[0])
+                    sizes[path] = pointer[1]
         return entries
 
     def _cat_blobs(self, shas: list[str]) -> dict[str, bytes]:
@@ -247,7 +306,16 @@ class Stage:
 
     # ------------------------------------------------------------ attributes
     def lfs_paths(self, files: list[fld.LocalFile]) -> tuple[set[str], bytes]:
-        """Which files git-lfs tracks (our rules plus the user's .gitattributes) and the .gitattributes to commit."""
+        """Which files git-lfs tracks (our rules plus the user's .gitattributes) and the .gitattributes to commit.
+
+        Args:
+            files: the scanned files (their ``lfs`` flag: our size rule).
+
+        Returns:
+            ``(paths whose filter is lfs, the .gitattributes content to commit)``: the user's
+            lines first, then vlhub's patterns (:data:`~vlhub.core.publishing.folder.LFS_PATTERNS`
+            and one line per big file) that are not there yet.
+        """
         ours = [f"{p} filter=lfs diff=lfs merge=lfs -text" for p in fld.LFS_PATTERNS]
         ours += [f"/{_attr_path(f.path)} filter=lfs diff=lfs merge=lfs -text"
                  for f in files if f.lfs and not fld.is_lfs(f.path, 0)]
@@ -361,6 +429,7 @@ class Stage:
         self.verify(commit, expected, state)
 
     def changed_paths(self, state: RemoteState, commit: str) -> list[str]:
+        """The paths ``commit`` adds or changes against the remote head."""
         if not state.head:
             return [p for p in self.run("ls-tree", "-r", "--name-only", "-z", commit).split("\0") if p]
         return [p for p in self.run("diff-tree", "-r", "--name-only", "-z", state.head, commit).split("\0") if p]
@@ -391,12 +460,26 @@ def _attr_path(path: str) -> str:
 
 
 def git_error(what: str, stderr: str, url: str) -> VlhubError:
-    """One clear, redacted line for a failed git command."""
+    """One clear, redacted line for a failed git command.
+
+    Args:
+        what: the step (``git push``, ``reading the remote``).
+        stderr: git's output (redacted here; its end is kept).
+        url: the remote (redacted).
+
+    Returns:
+        The error to raise: a refused push, rejected credentials, no repository, or else the
+        command's failure with ``--debug`` as the fix.
+    """
     import re
 
     text = redact(" ".join(str(stderr).split()))
     low = text.lower()
     where = redact(url)
+    if re.search(r"operation too slow|timed out|timeout was reached|low speed", low):
+        return VlhubError("net.read_timeout", place=f"{where} ({what})")
+    if re.search(r"failed to connect|connection refused|could not resolve host|couldn't connect", low):
+        return VlhubError("net.unreachable", place=f"{where} ({what})")
     if "pre-receive hook declined" in low or "[remote rejected]" in low or "push refused" in low:
         return VlhubError(f"{what}: {where} refused the push ({text[-300:]})",
                           "read the server's message; a size limit means a file bypassed LFS")
@@ -411,7 +494,7 @@ def git_error(what: str, stderr: str, url: str) -> VlhubError:
 
 
 def lfs_env(stage: Stage) -> dict[str, Any]:
-    """The full environment for a git-lfs child started outside GitPython."""
+    """The full environment for a git or git-lfs child started outside GitPython (credentials as variables)."""
     env = {**os.environ, **stage.env()}
     for name in ("GIT_ASKPASS", "SSH_ASKPASS", "GIT_TRACE", "GIT_CURL_VERBOSE", "GIT_TRACE_CURL"):
         env.pop(name, None)

@@ -1,22 +1,24 @@
-"""The model folder as a publish sees it: its files, which go through LFS, content checks, hashes.
+"""The model folder as every publisher sees it: one scan, the files it sends, which go through LFS.
 
-Nothing here writes into the model folder. Hashes are cached outside it (keyed by path,
-size, mtime and inode), so an unchanged folder is never read twice.
+:func:`scan` walks the folder once per target (``lstat``/``stat`` only, nothing opened) and
+decides, with one rule for every publisher, what is sent and what refuses the folder (links
+out of it, loops, broken links, special files). Its :class:`LocalFile` records (size, mtime,
+inode, resolved path) travel in the :class:`~vlhub.core.types.PublishPlan` to the publish,
+which checks them again with :func:`check_unchanged` instead of scanning again.
+:func:`check_contents` says whether the folder is a usable model (config, weights,
+tokenizer, chat template). Nothing here writes into the model folder.
 """
 from __future__ import annotations
 
 import errno
 import fnmatch
-import hashlib
 import json
 import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from vlhub.core.errors import BadInput
-from vlhub.core.fsutil import atomic_write_json, read_cache
 
 #: Weights go through LFS by name; any other file over BIG_FILE does too.
 LFS_PATTERNS = ("*.safetensors", "*.bin", "*.pth", "*.pt", "*.model", "*.onnx", "*.gguf")
@@ -24,7 +26,6 @@ BIG_FILE = 10 * 1024 * 1024
 #: Never published: VCS data, caches, resume trackers, editor and notebook litter.
 SKIP_DIRS = frozenset({".git", ".cache", ".ms_upload_cache", "__pycache__", ".ipynb_checkpoints"})
 SKIP_FILES = frozenset({".DS_Store", ".msc", ".mdl", ".mv"})
-CHUNK = 4 * 1024 * 1024
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt", ".gguf")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json")
 
@@ -113,6 +114,13 @@ def scan(folder: Path, follow_symlinks: bool = False) -> FolderScan:
     def inside(real: str) -> bool:
         return real == root or real.startswith(root.rstrip(os.sep) + os.sep)
 
+    def refused_outside(relp: str, real: str) -> bool:
+        """Record a link that leads out of the folder; True when it is refused (no --follow-symlinks)."""
+        outside.append((relp, real))
+        if not follow_symlinks:
+            result.refused.add(relp)
+        return not follow_symlinks
+
     def walk(path: str, rel: str, real_dir: str, out: bool, ancestors: frozenset[tuple[int, int]]) -> None:
         try:
             with os.scandir(path) as it:
@@ -153,11 +161,8 @@ def scan(folder: Path, follow_symlinks: bool = False) -> FolderScan:
                 if (st.st_dev, st.st_ino) in ancestors:
                     loops.append((relp, target if link else "(bind mount)"))
                     continue
-                if link and leaves and not out:
-                    outside.append((relp, real))
-                    if not follow_symlinks:
-                        result.refused.add(relp)
-                        continue
+                if link and leaves and not out and refused_outside(relp, real):
+                    continue
                 walk(entry.path, relp, real, leaves, ancestors | {(st.st_dev, st.st_ino)})
                 continue
             if name in SKIP_FILES:
@@ -167,11 +172,8 @@ def scan(folder: Path, follow_symlinks: bool = False) -> FolderScan:
                 special.append((relp, kind))
                 result.refused.add(relp)
                 continue
-            if link and leaves and not out:
-                outside.append((relp, real))
-                if not follow_symlinks:
-                    result.refused.add(relp)
-                    continue
+            if link and leaves and not out and refused_outside(relp, real):
+                continue
             if link or out:
                 result.links += 1
             result.files.append(LocalFile(relp, st.st_size, st.st_mtime_ns, st.st_ino, is_lfs(relp, st.st_size), real))
@@ -200,10 +202,39 @@ def scan(folder: Path, follow_symlinks: bool = False) -> FolderScan:
     return result
 
 
-def refuse(scanned: FolderScan, label: str) -> None:
-    """Raise when the folder changed after its preflight into one the preflight refuses (nothing is sent)."""
-    if scanned.problems:
-        raise BadInput(f"{label}: the folder changed since its preflight: " + "; ".join(scanned.problems))
+def check_unchanged(folder: Path, files: list[LocalFile]) -> None:
+    """Refuse a publish whose folder changed since its preflight (before any byte is sent).
+
+    Each planned file must still resolve to the same regular file (``realpath``) with the
+    size, mtime and inode the scan saw; a file replaced by a link, a pipe or another file,
+    a link pointed elsewhere, or a file written to since, fails here. Nothing is opened.
+    Files added since the preflight are not part of the plan and are not sent.
+
+    Args:
+        folder: the model folder.
+        files: the scanned files the plan sends (``PublishPlan.sources``).
+
+    Raises:
+        BadInput: naming up to eight changed files, with the fix (rerun the publish).
+    """
+    changed = []
+    for f in files:
+        path = Path(folder) / f.path
+        try:
+            real = os.path.realpath(path)
+            st = os.stat(real)
+        except OSError:
+            changed.append((f.path, "gone"))
+            continue
+        if f.real and real != f.real:
+            changed.append((f.path, "points elsewhere"))
+        elif not stat.S_ISREG(st.st_mode):
+            changed.append((f.path, "no longer a regular file"))
+        elif [st.st_size, st.st_mtime_ns, st.st_ino] != f.stamp:
+            changed.append((f.path, "modified"))
+    if changed:
+        raise BadInput(f"the folder changed since its preflight: {_names(changed, '')}; nothing was sent",
+                       "rerun the publish (its preflight plans the folder as it is now)")
 
 
 def check_contents(folder: Path, files: list[LocalFile],
@@ -255,55 +286,3 @@ def chat_template_source(folder: Path, names: set[str], files: dict[str, LocalFi
         if isinstance(data, dict) and data.get("chat_template"):
             return "tokenizer_config.json"
     return ""
-
-
-def sha256_file(path: Path, progress: Callable[[int], None] | None = None) -> str:
-    """The SHA-256 of a file, streamed in fixed chunks (memory stays flat)."""
-    digest = hashlib.sha256()
-    buf = bytearray(CHUNK)
-    view = memoryview(buf)
-    with open(path, "rb", buffering=0) as handle:
-        while n := handle.readinto(buf):
-            digest.update(view[:n])
-            if progress:
-                progress(n)
-    return digest.hexdigest()
-
-
-def git_blob_sha(data: bytes) -> str:
-    """The object id git gives a blob with this content."""
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-
-
-def lfs_pointer(oid: str, size: int) -> bytes:
-    """The Git LFS pointer file for an object."""
-    return f"version https://git-lfs.github.com/spec/v1\noid sha256:{oid}\nsize {size}\n".encode()
-
-
-def parse_pointer(data: bytes) -> tuple[str, int] | None:
-    """``(oid, size)`` when ``data`` is an LFS pointer."""
-    if len(data) > 1024 or not data.startswith(b"version https://git-lfs"):
-        return None
-    fields = dict(line.split(" ", 1) for line in data.decode("ascii", "replace").splitlines() if " " in line)
-    oid, size = fields.get("oid", ""), fields.get("size", "")
-    if oid.startswith("sha256:") and size.isdigit():
-        return oid[7:], int(size)
-    return None
-
-
-class HashCache:
-    """SHA-256 per file, valid while the file's size, mtime and inode stay the same."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.data: dict[str, list] = read_cache(path, {})
-
-    def get(self, f: LocalFile) -> str | None:
-        entry = self.data.get(f.path)
-        return entry[3] if entry and entry[:3] == f.stamp else None
-
-    def put(self, f: LocalFile, oid: str) -> None:
-        self.data[f.path] = [*f.stamp, oid]
-
-    def save(self) -> None:
-        atomic_write_json(self.path, self.data)

@@ -1,0 +1,121 @@
+"""What the built-in publishers share: their options and the git-host publisher shape.
+
+The engines themselves (scan, hashing, planning, git + LFS) are core API in
+:mod:`vlhub.core.publishing`; this module only holds the built-ins' common surface.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from vlhub.core.errors import BadInput
+from vlhub.core.publishing import GitJob, Remote, check_unchanged, gitpush, start
+from vlhub.core.publishing.gitpush import ExtrasFn
+from vlhub.core.types import Option, ProgressCallback, Published, PublishPlan
+
+from . import card
+
+COMMON_OPTIONS = (
+    Option("private", "Create the repository as private (hubs with an API).", bool, False),
+    Option("via", "How to send: 'api' (the hub's SDK) or 'git' (git + LFS).", str, None, ("api", "git")),
+    Option("message", "Commit message.", str, None),
+    Option("require_keyword", "Refuse unless the repository name contains this word.", str, None),
+    Option("overwrite_card", "Replace a model card on the remote that vlhub did not write.", bool, False),
+    Option("follow_symlinks", "Send what symbolic links that lead outside the model folder point to "
+           "(refused otherwise).", bool, False),
+)
+
+
+class BuiltinPublisher:
+    """What every built-in publisher shares: the options and the model card preview."""
+
+    options = COMMON_OPTIONS
+    #: The card (and configuration.json) follow ModelScope's conventions.
+    modelscope = False
+
+    def card(self, folder: Path, target: str) -> str | None:
+        """The model card a publish would generate (preview; no network)."""
+        return card.preview(folder, card.preview_repo_id(target, folder), self.modelscope)
+
+
+class HubPublisher(BuiltinPublisher):
+    """A hub with an API (``hf:``, ``modelscope:``): ``ORG/NAME`` targets; the module's functions do the work.
+
+    Subclasses give :meth:`repo_id`, and ``plan``/``send`` (the module's ``preflight``/``publish``).
+    """
+
+    def preflight(self, folder: Path, target: str, options: Mapping[str, Any],
+                  progress: ProgressCallback | None = None) -> PublishPlan:
+        return self.plan(Path(folder), self.repo_id(target), options, progress)
+
+    def publish(self, plan: PublishPlan, options: Mapping[str, Any],
+                progress: ProgressCallback | None = None) -> Published:
+        return self.send(plan, options, progress)
+
+    def repo_id(self, target: str) -> str:
+        raise NotImplementedError
+
+    plan: Any
+    send: Any
+
+
+class GitHostPublisher(BuiltinPublisher):
+    """A publisher that always pushes with git + LFS (``git:``, ``openxlab:``): a :class:`GitJob` per target.
+
+    Subclasses give :meth:`job` (and :meth:`missing_token` where a token is required).
+    """
+
+    def job(self, folder: Path, target: str, options: Mapping[str, Any]) -> Any:
+        """The :class:`vlhub.core.publishing.GitJob` for ``target``."""
+        raise NotImplementedError
+
+    def preflight(self, folder: Path, target: str, options: Mapping[str, Any],
+                  progress: ProgressCallback | None = None) -> PublishPlan:
+        job = self.job(folder, target, options)
+        missing = self.missing_token()
+        if missing:
+            return PublishPlan(job.label, [], 0, [missing], {"remote": job.web_url}, folder=Path(folder), job=job)
+        return gitpush.preflight(job, options, progress)
+
+    def publish(self, plan: PublishPlan, options: Mapping[str, Any],
+                progress: ProgressCallback | None = None) -> Published:
+        return gitpush.publish(plan, options, progress)
+
+    def missing_token(self) -> str:
+        return ""
+
+
+@dataclass
+class HubJob:
+    """Where a hub API publish goes: the repository on the endpoint (``PublishPlan.job``)."""
+
+    label: str
+    repo_id: str
+    endpoint: str
+
+
+def hub_plan(label: str, folder: Path, repo_id: str, endpoint: str, options: Mapping[str, Any],
+             problem: str, checks: Mapping[str, Any]) -> PublishPlan:
+    """The start of a hub target's plan: the one scan, the local checks, the token check's ``problem``."""
+    plan = start(label, folder, repo_id, options)
+    plan.checks.update(checks)
+    if problem:
+        plan.problems.append(problem)
+    plan.job = HubJob(label, repo_id, endpoint)
+    return plan
+
+
+def via_git(plan: PublishPlan, options: Mapping[str, Any], progress: ProgressCallback | None, exists: bool,
+            remote: Remote, web_url: str, extras: ExtrasFn) -> PublishPlan:
+    """``--via git``: the rest of the plan by the core git + LFS engine (the repository is read only if it exists)."""
+    plan.checks["repo_exists"] = exists
+    job = GitJob(plan.job.label, plan.folder, remote, plan.job.repo_id, web_url, extras)
+    return gitpush.preflight(job, options, progress, plan=plan, remote_exists=exists)
+
+
+def ready_to_send(plan: PublishPlan) -> None:
+    """Before a hub creates anything: the plan passed, and the folder still holds the planned files."""
+    if plan.problems:
+        raise BadInput("; ".join(plan.problems))
+    check_unchanged(plan.folder, plan.sources)

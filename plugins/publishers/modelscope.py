@@ -1,0 +1,201 @@
+"""``modelscope:OWNER/NAME``: ModelScope through its SDK, or git + LFS with ``--via git``.
+
+ModelScope's ``upload_folder`` takes a folder: it gets a staging folder of symlinks to the
+planned files' resolved paths plus the generated files (card, ``configuration.json``),
+never a copy. ModelScope lists no git blob ids for regular files, so the staging remembers
+the blob ids it committed (``published.json``) to recognise them next time. After the
+upload, ModelScope's listing is compared with the plan. ``--via git`` pushes with the core
+git + LFS engine (:mod:`vlhub.core.publishing.gitpush`).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, Mapping
+
+from vlhub.core.fsutil import atomic_write_json, read_cache
+from vlhub.core.publishing import (GitJob, HashCache, Remote, RemoteFile, check_listing, gitpush, pending,
+                                   plan_files, settle_extras, split_repo_id, staging_dir)
+from vlhub.core.boundary import network_error
+from vlhub.core.net import MODELSCOPE_RETRIES, install_modelscope_timeouts
+from vlhub.core.secrets import find_token, redact
+from vlhub.core.types import Progress, ProgressCallback, Published, PublishPlan
+
+from . import card
+from .common import HubPublisher, hub_plan, ready_to_send, via_git
+
+MS_DEFAULT = "https://www.modelscope.cn"
+
+
+def _api() -> tuple[Any, str, str]:
+    limits = install_modelscope_timeouts()  # before the SDK's first import: it reads them then
+    from modelscope.hub.api import HubApi
+
+    token = find_token("modelscope").value
+    api = HubApi(endpoint=os.environ.get("MODELSCOPE_ENDPOINT") or None, token=token or None,
+                 timeout=max(1, math.ceil(limits.read)), max_retries=MODELSCOPE_RETRIES)
+    return api, str(api.endpoint or MS_DEFAULT).rstrip("/"), token
+
+
+def _remote(token: str, endpoint: str, repo_id: str) -> dict[str, RemoteFile]:
+    """Files of the repo's master branch (empty when it does not exist yet)."""
+    install_modelscope_timeouts()
+    from modelscope_hub import HubApi as Api
+
+    try:
+        entries = Api(endpoint=endpoint, token=token).list_repo_files(repo_id, "model")
+    except Exception:  # a repo that does not exist yet (the SDK raises several types)
+        return {}
+    return {e.path: RemoteFile(None if e.sha256 else (e.blob_id or None), e.sha256 or None, int(e.size or 0))
+            for e in entries if e.type == "blob"}
+
+
+def _record(stage: Path) -> dict[str, Any]:
+    """What this staging last committed to ModelScope: ``{"commit": ..., "blobs": {path: blob id}}``."""
+    return read_cache(stage / "published.json", {})
+
+
+def _user(token: str, endpoint: str) -> str:
+    if not token:
+        return "no ModelScope token. Fix: set MODELSCOPE_API_TOKEN (modelscope.cn, account settings, access token)"
+    try:
+        from modelscope_hub import HubApi as Api
+
+        Api(endpoint=endpoint, token=token).whoami()
+    except Exception as exc:
+        if network_error(exc) is not None:
+            raise  # a server that does not answer is not a bad token (vlhub.core.boundary words it)
+        short = " ".join(str(exc).split())[:200]
+        return f"the ModelScope token was rejected by {endpoint} ({redact(short)}). Fix: check MODELSCOPE_API_TOKEN"
+    return ""
+
+
+def _extras(folder: Path, names: set[str], repo_id: str, remote: Mapping[str, RemoteFile],
+            options: Mapping[str, Any]) -> dict[str, bytes]:
+    """Card and configuration.json; a README.md already on ModelScope is kept unless --overwrite-card."""
+    extras = card.extra_files(folder, names, repo_id, None, bool(options.get("overwrite_card")), modelscope=True)
+    if "README.md" in remote and "README.md" in extras and not options.get("overwrite_card"):
+        del extras["README.md"]
+    return extras
+
+
+def preflight(folder: Path, repo_id: str, options: Mapping[str, Any],
+              progress: ProgressCallback | None = None) -> PublishPlan:
+    """Files (one scan), what ModelScope already has, the token and the folder's contents."""
+    label = f"modelscope:{repo_id}"
+    api, endpoint, token = _api()
+    plan = hub_plan(label, folder, repo_id, endpoint, options, _user(token, endpoint), {
+        "endpoint": endpoint, "token": find_token("modelscope").public(), "via": options.get("via") or "api"})
+    if plan.problems:
+        return plan
+    if options.get("via") == "git":
+        return via_git(plan, options, progress, bool(api.repo_exists(repo_id)),
+                       Remote(f"{endpoint}/{repo_id}.git", "oauth2", token, "master"), f"{endpoint}/models/{repo_id}",
+                       card.extras_for(folder, repo_id, bool(options.get("overwrite_card")), modelscope=True))
+    remote = _remote(token, endpoint, repo_id)
+    plan.extras, plan.remote = _extras(folder, {f.path for f in plan.sources}, repo_id, remote, options), remote
+    stage = staging_dir(label, folder)
+    plan_files(plan, remote, HashCache(stage / "hashes.json"), hash_all=bool(options.get("dry_run")),
+               sent=_record(stage).get("blobs"))
+    plan.checks["repo_exists"] = bool(remote)
+    return plan
+
+
+def publish(plan: PublishPlan, options: Mapping[str, Any], progress: ProgressCallback | None = None) -> Published:
+    """``create_repo(exist_ok=True)``, then ``upload_folder`` of a symlink view of what the remote lacks."""
+    ready_to_send(plan)
+    api, endpoint, token = _api()
+    job, folder = plan.job, plan.folder
+    repo_id, label = job.repo_id, job.label
+    api.create_repo(repo_id, visibility="private" if options.get("private") else "public", exist_ok=True)
+    if isinstance(job, GitJob):
+        return gitpush.publish(plan, options, progress)
+    stage = staging_dir(label, folder)
+    record = _record(stage)
+    cache = HashCache(stage / "hashes.json")
+    remote = plan.remote
+    if not plan.checks.get("repo_exists"):  # created now: the card follows the rule against what ModelScope put there
+        remote = plan.remote = _remote(token, endpoint, repo_id)
+        settle_extras(plan, _extras(folder, {f.path for f in plan.sources}, repo_id, remote, options), remote,
+                      record.get("blobs"))
+    hashed = [0]
+
+    def count(n: int) -> None:
+        hashed[0] += n
+        if progress:
+            progress(Progress(f"{label}: hash", hashed[0], None, "B"))
+
+    todo = pending(plan, remote, cache, count)
+    url = f"{endpoint}/models/{repo_id}"
+    if not todo:
+        return Published(label, url, record.get("commit", ""), 0, 0, changed=False)
+    sources = {f.path: f.source(folder) for f in plan.sources}
+    view = _symlink_view(stage / "view", sources, {p.path for p in todo}, plan.extras)
+
+    def report(event: dict) -> None:
+        if progress:
+            progress(Progress(f"{label}: upload", event.get("committed_bytes", 0), event.get("total_bytes"), "B"))
+
+    for name in ("modelscope", "modelscope_hub"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    with contextlib.redirect_stdout(sys.stderr):  # the SDK prints banners; stdout is for --json
+        result = api.upload_folder(repo_id=repo_id, folder_path=str(view), tracker_path=str(stage / "tracker"),
+                                   commit_message=options.get("message") or "Upload model with vlhub",
+                                   disable_tqdm=True, progress_callback=report)
+    commits = result if isinstance(result, list) else [result] if result else []
+    commit = _commit_id(commits[-1]) if commits else record.get("commit", "")
+    blobs = {**record.get("blobs", {}), **{p.path: plan.blobs[p.path] for p in todo if p.path in plan.blobs}}
+    # ModelScope holds every sent file with the planned size, and the planned sha256 where it lists one
+    check_listing(_remote(token, endpoint, repo_id), todo, plan, cache, commit or "the commit")
+    atomic_write_json(stage / "published.json", {"commit": commit, "blobs": blobs})
+    return Published(label, url, commit, sum(p.size for p in todo), len(todo))
+
+
+class ModelScopePublisher(HubPublisher):
+    """ModelScope (endpoint $MODELSCOPE_ENDPOINT): ``modelscope:OWNER/NAME``."""
+
+    name = "modelscope"
+    description = ("ModelScope via its SDK (token $MODELSCOPE_API_TOKEN or the stored login; "
+                   "--via git for git + LFS; writes configuration.json into the upload if missing).")
+    modelscope = True
+    plan = staticmethod(preflight)
+    send = staticmethod(publish)
+
+    def repo_id(self, target: str) -> str:
+        split_repo_id("modelscope", target, "your-name/InternVL2-2B-food")
+        return target
+
+
+def _commit_id(info: Any) -> str:
+    if isinstance(info, dict):
+        for key in ("CommitId", "commit_id", "oid", "sha"):
+            if info.get(key):
+                return str(info[key])
+        data = info.get("Data")
+        if isinstance(data, dict):
+            return _commit_id(data)
+    return str(getattr(info, "oid", "") or getattr(info, "commit_id", "") or "")
+
+
+def _symlink_view(view: Path, sources: dict[str, Path], paths: set[str], extras: dict[str, bytes]) -> Path:
+    """A folder of symlinks to the user's files that must be sent, plus the generated files (nothing copied).
+
+    Each link points straight at the regular file the scan resolved (``LocalFile.source``),
+    so the SDK reads content, and only what the scan accepted: a link out of the model
+    folder is never followed here unless the scan allowed it (``--follow-symlinks``).
+    """
+    shutil.rmtree(view, ignore_errors=True)
+    view.mkdir(parents=True)
+    for path in sorted(paths):
+        target = view / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if path in extras:
+            target.write_bytes(extras[path])
+        else:
+            os.symlink(sources[path], target)
+    return view
