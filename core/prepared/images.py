@@ -109,8 +109,9 @@ def normalise(ref: str) -> str:
 
 
 def inside(path: str, root: str) -> bool:
-    """Whether the resolved ``path`` is ``root`` or lies under it (``root`` resolved; ``/`` holds everything)."""
-    return PurePosixPath(path).is_relative_to(root)
+    """Whether the resolved ``path`` is ``root`` or lies under it (``root`` resolved; ``/`` holds everything):
+    ``Path.is_relative_to``, with a string test first for the common case."""
+    return path.startswith(root.rstrip("/") + "/") or PurePosixPath(path).is_relative_to(root)
 
 
 def _kind(mode: int) -> str:

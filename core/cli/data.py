@@ -6,10 +6,10 @@ from typing import Any, Callable, TypeVar
 
 import click
 
-from . import data as api
-from .options import flag, parse_pairs
-from .output import emit_json, say, tqdm_progress
-from .types import Problem
+from .. import data as api
+from ..options import flag, parse_pairs
+from ..output import emit_json, say, tqdm_progress
+from ..types import Problem
 
 T = TypeVar("T")
 SHOWN = 10
@@ -26,7 +26,7 @@ def _with_progress(work: Callable[[Any], T]) -> T:
 def _strict_json(as_json: bool, work: Callable[[], T]) -> T:
     """Run ``work``; on a validation failure (``--strict``, or too few records kept) print its report
     (as JSON too with ``--json``) and the first problems, then fail."""
-    from .prepared.validate import ValidationFailed
+    from ..prepared.validate import ValidationFailed
 
     try:
         return work()
@@ -38,7 +38,7 @@ def _strict_json(as_json: bool, work: Callable[[], T]) -> T:
 
 
 def _show_problems(problems: list[Problem]) -> None:
-    from .prepared.validate import describe
+    from ..prepared.validate import describe
 
     if problems:
         say(f"problems (first {min(SHOWN, len(problems))} of {len(problems)}):")

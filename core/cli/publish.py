@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from .output import emit_json, say, table, tqdm_progress
+from ..output import emit_json, say, table, tqdm_progress
 
 
 def _human(n: int) -> str:
@@ -38,7 +38,7 @@ def publish(folder: Path, targets: tuple[str, ...], private: bool, dry_run: bool
     Every target is checked first (files, LFS, token, name); a failing target does not
     stop the others. Rerunning resumes an interrupted upload and sends only what changed.
     """
-    from . import publish as core
+    from .. import publish as core
 
     options = {"private": private, "via": via, "message": message, "require_keyword": require_keyword,
                "overwrite_card": overwrite_card, "follow_symlinks": follow_symlinks}

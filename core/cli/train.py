@@ -12,10 +12,10 @@ from typing import Any, Sequence
 
 import click
 
-from . import train as trainapi
-from .errors import BadInput
-from .output import emit_json, say
-from .types import Option, TrainPlan, to_dict
+from .. import train as trainapi
+from ..errors import BadInput
+from ..output import emit_json, say
+from ..types import Option, TrainPlan, to_dict
 
 
 def _click_option(opt: Option) -> click.Option:

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import click
 
-from . import convert as convertapi
-from .output import emit_json, say, table, tqdm_progress
-from .types import to_dict
+from .. import convert as convertapi
+from ..output import emit_json, say, table, tqdm_progress
+from ..types import to_dict
 
 
 @click.command()

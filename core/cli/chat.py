@@ -8,12 +8,12 @@ from typing import Any, Iterable
 
 import click
 
-from . import chat as chatapi
-from . import eval as evalapi
-from .errors import BadInput
-from .fsutil import atomic_write_text, check_output_file
-from .output import emit_json, say, table, tqdm_progress
-from .types import GenerationSettings
+from .. import chat as chatapi
+from .. import eval as evalapi
+from ..errors import BadInput
+from ..fsutil import atomic_write_text, check_output_file
+from ..output import emit_json, say, table, tqdm_progress
+from ..types import GenerationSettings
 
 HELP_LOOP = "Type a message and press Enter. /image PATH attaches an image to the next turn; /clear, /exit."
 
