@@ -126,14 +126,15 @@ def validate(file: Path, images: Path, *, strict: bool = False,
 
     images = Path(images).expanduser().resolve()
     if not images.is_dir():
-        raise BadInput(f"image folder {images} does not exist", "pass the folder the image paths are relative to")
+        what = "is not a folder" if images.exists() else "does not exist"
+        raise BadInput(f"image folder {images} {what}", "pass the folder the image paths are relative to")
     with _gc_paused(), Checks(str(images)) as checks:
         items, rejected = load_items(Path(file).expanduser(), checks)
         checked = check(items, images, progress, rejected, checks)
+    check_kept(checked, len(checked.items), image_root=images, source=str(file),
+               root_fix="pass the folder the image paths are relative to: --images {root}")
     if strict and checked.problems:
         raise ValidationFailed(checked)
-    check_kept(checked, len(checked.items), image_root=images, source=str(file),
-               root_fix="pass the folder the image paths are relative to as --images {root}")
     return {"file": str(Path(file).resolve()), "image_root": str(images), **checked.summary(),
             "stats": stats_mod.compute({"all": checked.items}, checked.images)}
 

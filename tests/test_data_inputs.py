@@ -91,8 +91,9 @@ def test_images_for_another_layout_fail_with_the_root_searched(tmp_path: Path) -
     before = tree(tmp_path)
     proc = vlhub("data", "prepare", "llava-json", "--source", str(src / "chat.json"), "--out", str(tmp_path / "out"))
     line = one_error(proc, 1, "all 3 records were dropped", f"image root {src}", "'images\\\\dishes\\\\0.png'",
-                     f"looked for {src}/images/dishes/0.png", f"--opt image_root={src / 'pics'}")
-    assert "images/dishes/0.png is under" in line
+                     f"looked for {src}/images/dishes/0.png",
+                     "Fix: pass the folder the image paths are relative to: --opt image_root=DIR")
+    assert line.endswith(f"(images/dishes/0.png is under {src / 'pics'}: --opt image_root={src / 'pics'})")
     assert "image not found" in proc.stderr  # the records are listed above the error
     nothing_written(tmp_path / "out")
     assert tree(tmp_path) == before
@@ -255,6 +256,23 @@ def test_named_pipes_devices_and_sockets_are_never_opened(tmp_path: Path) -> Non
     proc = vlhub("data", "prepare", "llava-json", "--source", str(outside / "chat.json"), "--out",
                  str(tmp_path / "o2"), "--opt", f"image_root={src}")
     one_error(proc, 2, "is not a regular file")
+
+
+def test_named_pipes_as_source_files_and_image_root(tmp_path: Path) -> None:
+    clot = tmp_path / "clot"
+    clot.mkdir()
+    os.mkfifo(clot / "ex_cn.json")
+    one_error(vlhub("data", "prepare", "clot", "--source", str(clot), "--out", str(tmp_path / "o")), 2,
+              f"{clot / 'ex_cn.json'}: is not a regular file: it is a named pipe")
+    food = make_foodieqa(tmp_path / "food")
+    (food / "textqa_tidy.json").unlink()
+    os.mkfifo(food / "textqa_tidy.json")
+    one_error(vlhub("data", "prepare", "foodieqa", "--source", str(food), "--out", str(tmp_path / "o"),
+                    "--subsets", "sivqa,textqa"), 2, "textqa_tidy.json: is not a regular file: it is a named pipe")
+    write_json(tmp_path / "chat.json", [llava_record("a.jpg")])
+    one_error(vlhub("data", "validate", str(tmp_path / "chat.json"), "--images", str(clot / "ex_cn.json")), 2,
+              "is not a folder")
+    nothing_written(tmp_path / "o")
 
 
 def test_image_root_slash_is_no_false_symlink_diagnosis(tmp_path: Path) -> None:

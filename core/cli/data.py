@@ -65,6 +65,22 @@ def _extra_options(name: str, args: list[str]) -> dict[str, str]:
     return found
 
 
+class PrepareCommand(click.Command):
+    """``vlhub data prepare``, whose ``--help`` ends with every dataset plugin and its options."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_epilog(ctx, formatter)
+        with formatter.section("Datasets and their options (--opt KEY=VALUE, or --KEY VALUE)"):
+            for row in api.datasets():
+                formatter.write_text(f"{row['name']}: {row['description']}")
+                rows = [(f"{flag(o['name'])} {o['type'].upper()}",
+                         o["help"] + (f" (default: {o['default']})" if o["default"] not in (None, "", ()) else ""))
+                        for o in row["options"]]
+                if rows:
+                    with formatter.indentation():
+                        formatter.write_dl(rows)
+
+
 @click.group()
 def data() -> None:
     """Prepare datasets in XTuner's InternVL format, validate them, show stats."""
@@ -78,14 +94,20 @@ def list_cmd(as_json: bool) -> None:
     if as_json:
         emit_json(rows)
         return
+    from .. import plugins
+
+    registry = plugins.registry("datasets")
     for row in rows:
         click.echo(f"{row['name']}: {row['description']}")
         for option in row["options"]:
             click.echo(f"  {flag(option['name'])} ({option['type']}, default {option['default']!r}): "
                        f"{option['help']}")
+        for secret in getattr(registry.get(row["name"]), "secrets", None) or ():
+            click.echo(f"  secret {secret.name}: ${', $'.join(secret.env)}"
+                       + (f" ({secret.description})" if secret.description else ""))
 
 
-@data.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@data.command(cls=PrepareCommand, context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.argument("name")
 @click.option("--source", required=True, type=click.Path(path_type=Path), help="The source folder (or file).")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="The prepared folder to create.")
@@ -101,7 +123,7 @@ def prepare(ctx: click.Context, name: str, source: Path, out: Path, opts: tuple[
     """Convert the dataset NAME in --source into LLaVA-style train/val JSON in --out.
 
     Plugin options go as --opt KEY=VALUE or as flags (e.g. --val-fraction 0.2);
-    `vlhub data list` shows them.
+    each dataset's options are listed below (and by `vlhub data list`).
     """
     options = {**_extra_options(name, ctx.args), **parse_pairs(opts)}
     result = _strict_json(as_json, lambda: _with_progress(

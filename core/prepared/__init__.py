@@ -12,7 +12,8 @@ everything about the folder it writes is decided here, so every plugin's output 
 :mod:`vlhub.core.prepared.records`     LLaVA records: streaming JSON/JSONL reader, ``messages``
                                        conversion, structural checks, :class:`~.records.Item`
 :mod:`vlhub.core.prepared.validate`    :func:`~.validate.validate` (structure, then each image once),
-                                       :class:`~.validate.ValidationFailed`
+                                       :class:`~.validate.ValidationFailed`, :func:`~.validate.check_kept`
+                                       (too few records kept: :class:`~.validate.TooFewRecords`)
 :mod:`vlhub.core.prepared.images`      image checks (path safety, decoding, duplicate hashing)
 :mod:`vlhub.core.prepared.split`       train/validation split by group (dish, image)
 :mod:`vlhub.core.prepared.stats`       ``stats.json``
@@ -26,5 +27,10 @@ A plugin's ``prepare`` typically runs::
         checked = validate(items, image_root, progress, rejected, checks)
     parts = split(checked.items, options["val_fraction"], options["seed"])
     return finish(out, dataset=NAME, source=source, image_root=image_root, validation=checked,
-                  split=parts, options=options, progress=progress)
+                  split=parts, options=options, progress=progress,
+                  root_fix="pass the folder the image paths are relative to: --opt image_root={root}")
+
+``finish`` fails (nothing written) when fewer than ``options["min_kept"]`` (default 1) records
+would be written, naming what the dropped records share; ``root_fix`` is the plugin's way to
+give another image root, said when their images were not found.
 """

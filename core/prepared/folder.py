@@ -56,7 +56,7 @@ def check_out(source: Path, out: Path, force: bool) -> None:
 
 def finish(out: Path, *, dataset: str, source: Path, image_root: Path, validation: Validation, split: Split,
            options: Mapping[str, Any], progress: ProgressCallback | None = None, root_fix: str = "") -> PreparedData:
-    """Apply ``strict`` and ``min_kept``, then write the prepared folder atomically (``prepared.json`` last).
+    """Apply ``min_kept`` and ``strict``, then write the prepared folder atomically (``prepared.json`` last).
 
     Args:
         out: the prepared folder.
@@ -79,13 +79,13 @@ def finish(out: Path, *, dataset: str, source: Path, image_root: Path, validatio
             written, not even an empty folder (:func:`~.validate.check_kept`).
         BadInput: ``out`` may not be written (:func:`check_out`); ``min_kept`` is negative.
     """
-    if options.get("strict") and validation.problems:
-        raise ValidationFailed(validation)
     min_kept = options.get("min_kept", 1)
     if min_kept is None or min_kept < 0:
         raise BadInput(f"--min-kept {min_kept} is negative", "give a count of records (0 accepts an empty result)")
     check_kept(validation, len(split.train) + len(split.val), min_kept, image_root=image_root, root_fix=root_fix,
                source=str(source))
+    if options.get("strict") and validation.problems:
+        raise ValidationFailed(validation)
     force = bool(options.get("force"))
     check_out(source, out, force)
     out = Path(out).resolve()

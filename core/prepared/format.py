@@ -4,7 +4,8 @@ Layout of a prepared folder ``OUT/`` (written by :func:`vlhub.core.prepared.fold
 
     train.json      LLaVA-style list of {"id": str, "image": str | [str] (absent for text-only records),
                     "conversations": [{"from": "human" | "gpt", "value": str}, ...]}; image paths are
-                    relative to image_root, one "<image>" placeholder per image
+                    relative to image_root as found on disk ("/" separators, no "./" or "//", the
+                    file system's Unicode spelling), one "<image>" placeholder per image, in human turns
     val.json        the same for the validation split (only when there is one)
     val_mc.json     validation multiple-choice items for `vlhub eval` (only when the plugin keeps
                     them): {"id", "subset", "image", "question", "choices": [str], "answer": int

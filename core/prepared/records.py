@@ -1,7 +1,9 @@
 """LLaVA-style records: reading JSON/JSONL sources, converting ``messages`` chats, structural checks.
 
 A record is ``{"id", "image": str | list[str] (optional), "conversations": [{"from", "value"}]}``
-with ``from`` alternating ``human`` / ``gpt`` and one ``<image>`` placeholder per image.
+with ``from`` alternating ``human`` / ``gpt`` and one ``<image>`` placeholder per image, in human
+turns only. ``system`` turns are handled alike in the ``conversations`` and ``messages`` shapes
+(:data:`SYSTEM_RULES`): reported by default, left out with ``system="drop"``.
 A plugin wraps each converted record in an :class:`Item` for validation and the split.
 """
 from __future__ import annotations
@@ -30,8 +32,9 @@ class Item:
     """A converted LLaVA record and what a plugin knows about it.
 
     ``source``/``index`` locate it in the input (a file name, the record's position),
-    ``groups`` are the keys that must stay in one split (e.g. ``"dish:NAME"``, ``"img:PATH"``;
-    see :mod:`vlhub.core.prepared.split`), ``follower`` marks items placed after the split,
+    ``groups`` are the keys that must stay in one split (e.g. ``"dish:NAME"``, ``"img:PATH"`` with PATH
+    an image reference of the record: validation turns it into the resolved file, so spellings of one
+    file are one group; see :mod:`vlhub.core.prepared.split`), ``follower`` marks items placed after the split,
     ``mc`` the multiple-choice item kept in ``val_mc.json``, ``meta`` fields counted as
     categories in the stats.
     """
@@ -440,7 +443,7 @@ def structure_problem(record: dict[str, Any]) -> tuple[str, str] | None:
         if role != expected:
             return f"{fld}.from", f"turn {i} is {role!r}, expected {expected!r} (roles must alternate human/gpt)"
         if value is None:
-            return f"{fld}.value", f"turn {i} ({role}) has no 'value' (text)"
+            return f"{fld}.value", f"turn {i} ({role}) has no text ('value' or 'content')"
         if isinstance(value, list):
             return f"{fld}.value", (f"turn {i} ({role}): value is a list of content parts; convert them to text "
                                     "with one <image> per image (the llava-json plugin does)")

@@ -8,6 +8,7 @@ records than asked are kept, :func:`check_kept` fails with what the dropped reco
 from __future__ import annotations
 
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,6 +174,8 @@ def check_kept(validation: Validation, kept: int, min_kept: int = 1, *, image_ro
         head = f"all {total} records were dropped"
     else:
         head = f"only {kept} of {total} records {'is' if kept == 1 else 'are'} kept (fewer than --min-kept {min_kept})"
+        if len(validation.items) > kept:
+            head += f"; {len(validation.items) - kept} usable records were left out by the sample or the split"
     misses = [(p, info) for p, info in validation.image_problems if info.code == MISSING]
     root = str(Path(image_root).resolve()) if image_root else ""
     lower = ", or lower --min-kept" if kept else ""
@@ -187,9 +190,11 @@ def check_kept(validation: Validation, kept: int, min_kept: int = 1, *, image_ro
         guess = suggest_root(root, info.path or info.ref)
         if guess or not any(not i.error for i in validation.images.values()):
             # no image at all was found there (or they are elsewhere): the image root is the likely fault
-            fix = (root_fix or "give the folder the image paths are relative to as the image root").replace(
-                "{root}", guess or "DIR")
-            fix += f" ({info.path} is under {guess})" if guess else ""
+            template = root_fix or "give the folder the image paths are relative to as the image root"
+            fix = template.replace("{root}", "DIR")
+            if guess:
+                flag = re.search(r"--[\w-]+(?: [\w-]+=)?[ =]?\{root\}", template)
+                fix += f" ({info.path} is under {guess}" + (f": {flag[0].replace('{root}', guess)})" if flag else ")")
         else:
             fix = "add the missing images, or fix their paths in the records"
         if missing == dropped:

@@ -107,7 +107,7 @@ def _check_template(key: str, template: str) -> None:
 
 
 def _has_subsets(folder: Path, subsets: list[str] | None = None) -> bool:
-    return any((folder / SUBSETS[s]).is_file() for s in subsets or SUBSETS)
+    return any((folder / SUBSETS[s]).exists() for s in subsets or SUBSETS)
 
 
 def find_root(source: Path, subsets: list[str]) -> Path:
@@ -117,7 +117,7 @@ def find_root(source: Path, subsets: list[str]) -> Path:
         raise BadInput(f"{source} is not a folder", "give the FoodieQA folder (with sivqa_tidy.json) as --source")
     for folder in (source, source / "FoodieQA"):
         if _has_subsets(folder, subsets):
-            missing = [SUBSETS[s] for s in subsets if not (folder / SUBSETS[s]).is_file()]
+            missing = [SUBSETS[s] for s in subsets if not (folder / SUBSETS[s]).exists()]
             if missing:
                 raise BadInput(f"{folder} has no {', '.join(missing)}",
                                "choose subsets that exist (e.g. --opt subsets=sivqa)")

@@ -98,7 +98,7 @@ class Clot:
         """Convert the CLoT_cn_2000 folder ``source`` into ``out`` (:meth:`vlhub.core.types.Dataset.prepare`)."""
         source = Path(source).resolve()
         data_file = source / "ex_cn.json"
-        if not data_file.is_file():
+        if not data_file.exists():
             raise BadInput(f"{source} has no ex_cn.json",
                            "give the CLoT_cn_2000 folder (ex_cn.json + ex_images/) as --source")
         return build(self.name, source, data_file, source, out, options, progress,

@@ -274,7 +274,7 @@ DATA = [
          "all 3 records were dropped: every one names an image not found under the image root", code=1),
     Case("images-for-another-layout-validate", "data",
          lambda ctx: ["data", "validate", str(_layout_mismatch(ctx)), "--images", str(ctx.work / "src")],
-         "as --images", code=1),
+         "--images DIR", code=1),
     Case("all-records-system-first", "data", _prepare("llava-json", _with_records(SYSTEM_FIRST, SYSTEM_FIRST)),
          "all 2 records were dropped; first: record 0 (chat.json: conversations[0].from): turn 0 is a system turn",
          code=1),
