@@ -7,10 +7,10 @@ import subprocess
 import sys
 from typing import Any
 
-from . import stage
+from . import plugins, stage
 from .boundary import user_error
 from .home import home_path, home_writable
-from .secrets import TOKEN_ENV, find_token
+from .secrets import find_token
 
 
 def _tool_version(cmd: list[str]) -> str | None:
@@ -24,7 +24,12 @@ def _tool_version(cmd: list[str]) -> str | None:
 
 
 def diagnose() -> dict[str, Any]:
-    """A JSON-ready report: Python, git, git-lfs, GPU, stage environments, hub tokens (never values)."""
+    """A JSON-ready report: Python, git, git-lfs, GPU, stage environments, and every secret the plugins declare.
+
+    ``tokens``: secret name -> ``{"hub", "found", "source"}`` (where it was found, never the value);
+    ``secrets``: secret name -> its declaration (``env`` variables, ``login`` store, ``description``) and
+    ``declared_by`` (the objects that read it, e.g. ``["publisher hf"]``).
+    """
     tools = {
         "python": f"{platform.python_version()} ({sys.executable})",
         "git": _tool_version(["git", "--version"]),
@@ -45,11 +50,14 @@ def diagnose() -> dict[str, Any]:
         except OSError as exc:  # the envs folder cannot even be created: a finding, not a crash
             envs[name] = {"name": name, "ready": False, "fix": user_error(exc).one_line()}
     fixes += [env["fix"] for env in envs.values() if env["fix"] and env["fix"] not in fixes]
+    host = plugins.host()
+    declared, users = host.secrets(), host.secret_users()
     return {
         "tools": tools,
         "home": {"path": str(home_path()), "writable": not home_problem},
         "gpu": stage.gpu_summary(),
         "environments": envs,
-        "tokens": {hub: find_token(hub).public() for hub in TOKEN_ENV},
+        "tokens": {name: find_token(secret).public() for name, secret in declared.items()},
+        "secrets": {name: {**secret.public(), "declared_by": users.get(name, [])} for name, secret in declared.items()},
         "fixes": fixes,
     }

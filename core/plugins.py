@@ -12,8 +12,12 @@ A plugin is checked against the contract before and after it is used:
   :mod:`vlhub.core.hookspecs` and take only arguments that hook passes; otherwise the plugin is
   unregistered again and none of its hooks is ever called;
 - on each ``register(obj)`` call: ``obj`` must implement its family's interface of
-  :mod:`vlhub.core.types` (:func:`check_interface`: attributes and method signatures); otherwise that
-  object is left out.
+  :mod:`vlhub.core.types` (:func:`check_interface`: attributes and method signatures, and the optional
+  ``secrets`` a sequence of :class:`vlhub.core.secrets.Secret`); otherwise that object is left out.
+
+The secrets the registered objects declare are collected by :meth:`PluginHost.secrets` (what
+:func:`vlhub.core.secrets.find_token` looks up and :func:`~vlhub.core.secrets.redact` scrubs);
+:meth:`PluginHost.describe` lists every object with its options and secrets.
 
 Every failure (import, contract, a hook that raises, an object that does not conform) is recorded in
 :attr:`PluginHost.failures` with the plugin's name and the reason; vlhub keeps working without it.
@@ -37,6 +41,7 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
 from . import PLUGIN_API_VERSION, __version__, hookspecs
 from .errors import BadInput
+from .secrets import Secret
 from .types import ChatBackend, ChatTemplate, Converter, Dataset, ProgressCallback, Published, Publisher, Trainer
 
 GROUP = "vlhub"
@@ -137,7 +142,8 @@ def check_interface(obj: object, interface: type) -> list[str]:
     """What keeps ``obj`` from implementing ``interface``; ``[]`` when it conforms.
 
     Each attribute the interface annotates must exist with that type (``name`` also non-empty,
-    ``options`` a sequence of :class:`vlhub.core.types.Option`). Each method must exist, be callable and
+    ``options`` a sequence of :class:`vlhub.core.types.Option`; the optional ``secrets``, when present, a
+    sequence of :class:`vlhub.core.secrets.Secret`). Each method must exist, be callable and
     accept every call vlhub makes: all the interface's parameters positionally (each landing on the
     parameter of the same name), only its required ones, or all of them by keyword. So extra parameters
     need defaults, a parameter with a default in the interface needs one in ``obj`` too, and ``*args`` /
@@ -161,6 +167,9 @@ def check_interface(obj: object, interface: type) -> list[str]:
             problems.append(f"{attr} = {getattr(obj, attr)!r:.80} is not a {declared[attr]}")
     if "name" in declared and getattr(obj, "name", None) == "":
         problems.append("name is empty")
+    secrets = getattr(obj, "secrets", None)
+    if secrets is not None and not _conforms(secrets, collections.abc.Sequence[Secret]):
+        problems.append(f"secrets = {secrets!r:.80} is not a Sequence[Secret]")
     for method, spec in vars(interface).items():
         if not method.startswith("_") and inspect.isfunction(spec):
             problems += _check_method(obj, method, [spec, *STILL_CALLED.get((interface, method), ())])
@@ -233,12 +242,15 @@ class PluginHost:
         self._refused: list[Failure] = []
         self._hook_failures: dict[str, list[Failure]] = {}
         self._registries: dict[str, dict[str, Any]] = {}
+        self._secrets: dict[str, tuple[Secret, list[str]]] | None = None
+        self._secret_failures: list[Failure] = []
         self._loaded = False
 
     @property
     def failures(self) -> list[Failure]:
         """Every failure: plugins refused on loading first, then hooks that raised or registered bad objects."""
-        return [*self._refused, *(f for family in self._hook_failures.values() for f in family)]
+        return [*self._refused, *(f for family in self._hook_failures.values() for f in family),
+                *self._secret_failures]
 
     # ------------------------------------------------------------ loading
     def load(self) -> None:
@@ -309,6 +321,7 @@ class PluginHost:
             return False
         self.info[info.name] = info
         self._registries.clear()
+        self._secrets = None
         return True
 
     def _unknown_hooks(self, plugin: object) -> list[str]:
@@ -364,6 +377,43 @@ class PluginHost:
                                         traceback.format_exc(limit=5)))
         return found
 
+    def secrets(self) -> dict[str, Secret]:
+        """Every secret the registered objects (of every family) declare, by name.
+
+        The first declaration of a name wins; an object that declares the same name differently is
+        recorded as a failure of its plugin (the object itself stays registered).
+        """
+        return {name: secret for name, (secret, _) in self._declarations().items()}
+
+    def secret_users(self) -> dict[str, list[str]]:
+        """Secret name -> the objects that declare it, e.g. ``["publisher hf"]``."""
+        return {name: users for name, (_, users) in self._declarations().items()}
+
+    def _declarations(self) -> dict[str, tuple[Secret, list[str]]]:
+        if self._secrets is not None:
+            return self._secrets
+        found: dict[str, tuple[Secret, list[str]]] = {}
+        failures: list[Failure] = []
+        for family, (hook_name, _, label) in FAMILIES.items():
+            objects = self.registry(family)
+            owners = {name: plugin for plugin, info in self.info.items() for name in info.registered.get(family, [])}
+            for name, obj in objects.items():
+                for secret in getattr(obj, "secrets", None) or ():
+                    if secret.name not in found:
+                        found[secret.name] = (secret, [f"{label} {name}"])
+                    elif found[secret.name][0] == secret:
+                        found[secret.name][1].append(f"{label} {name}")
+                    else:
+                        first = found[secret.name][0]
+                        failures.append(Failure(owners.get(name, "?"), hook_name,
+                                                f"{_object_label(obj, label)} declares the secret {secret.name!r} "
+                                                f"({', '.join(secret.env)}) differently from "
+                                                f"{', '.join(found[secret.name][1])} ({', '.join(first.env)}): "
+                                                "its declaration is ignored"))
+        self._secret_failures = failures
+        self._secrets = found
+        return found
+
     def get(self, family: str, name: str) -> Any:
         """One registered object, or a clear error listing what exists."""
         items = self.registry(family)
@@ -390,19 +440,36 @@ class PluginHost:
 
         Returns:
             ``plugin_api_version``; ``plugins``: one dict per registered plugin (``name``, ``distribution``,
-            ``version``, ``builtin``, ``hooks``, ``registered``: family -> names), built-ins first;
-            ``failures``: one dict per failure (``plugin``, ``stage``, ``error``), see :class:`Failure`.
+            ``version``, ``builtin``, ``hooks``, ``registered``: family -> names, ``objects``: family ->
+            one dict per object, ``{"name", "description", "options": [Option.public()], "secrets":
+            [Secret.public()]}``), built-ins first; ``secrets``: every declared secret, ``Secret.public()``
+            plus ``declared_by`` (e.g. ``["publisher hf"]``); ``failures``: one dict per failure
+            (``plugin``, ``stage``, ``error``), see :class:`Failure`.
         """
         for family in FAMILIES:
             self.registry(family)
+        users = self.secret_users()
         plugins = []
         for name, info in sorted(self.info.items(), key=lambda kv: (not kv[1].builtin, kv[0])):
             module = self.pm.get_plugin(name)
             hooks = sorted(h.name for h in self.pm.get_hookcallers(module) or []) if module else []
+            objects = {family: [describe_object(self.registry(family)[obj]) for obj in names]
+                       for family, names in info.registered.items()}
             plugins.append({"name": name, "distribution": info.distribution, "version": info.version,
-                            "builtin": info.builtin, "hooks": hooks, "registered": info.registered})
+                            "builtin": info.builtin, "hooks": hooks, "registered": info.registered,
+                            "objects": objects})
+        secrets = [{**secret.public(), "declared_by": users[name]} for name, secret in self.secrets().items()]
         failures = [{"plugin": f.plugin, "stage": f.stage, "error": f.error} for f in self.failures]
-        return {"plugin_api_version": PLUGIN_API_VERSION, "plugins": plugins, "failures": failures}
+        return {"plugin_api_version": PLUGIN_API_VERSION, "plugins": plugins, "secrets": secrets,
+                "failures": failures}
+
+
+def describe_object(obj: Any) -> dict[str, Any]:
+    """One registered object as JSON-ready data: ``{"name", "description", "options": [Option.public()],
+    "secrets": [Secret.public()]}`` (``vlhub plugins --json``)."""
+    return {"name": obj.name, "description": getattr(obj, "description", ""),
+            "options": [option.public() for option in getattr(obj, "options", None) or ()],
+            "secrets": [secret.public() for secret in getattr(obj, "secrets", None) or ()]}
 
 
 _host: PluginHost | None = None

@@ -1,4 +1,5 @@
-"""Finding tokens (environment first, then each hub's own login store) and redacting them.
+"""Finding tokens (the :class:`Secret` s plugins declare: environment first, then a login store) and
+redacting them.
 
 Tokens are handed to SDKs or to git through the environment, never placed in URLs,
 argv, logs or files. Every value found here is remembered so that :func:`redact`
@@ -9,20 +10,99 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-#: Environment variables that hold secrets, per hub, in order of preference.
-TOKEN_ENV: dict[str, tuple[str, ...]] = {
-    "hf": ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"),
-    "modelscope": ("MODELSCOPE_API_TOKEN",),
-    "openxlab": ("OPENXLAB_TOKEN",),
-    "git": ("VLHUB_GIT_TOKEN",),
-    "openai": ("OPENAI_API_KEY",),
-}
+
+@dataclass(frozen=True)
+class Secret:
+    """A secret a plugin object needs, declared on the object: ``secrets = (Secret(...),)``.
+
+    Any registered object (publisher, chat backend, dataset, ...) may declare the secrets it reads.
+    vlhub finds them through the plugin registry: :func:`find_token` looks one up by ``name``,
+    :func:`redact` scrubs the values of every declared variable, and ``vlhub doctor``, ``vlhub
+    plugins --json`` and the launcher's Environment page list them (where found, never the value).
+
+    Args:
+        name: what the secret is called (``find_token(name)``; e.g. ``"hf"``); unique across plugins.
+        env: the environment variables that may hold it, in order of preference (a string for one).
+        description: one line: what it is for and where to get one.
+        login: optional reader of a login store (e.g. the file a hub's ``login`` command writes):
+            returns the token or None; an exception counts as "not there".
+        login_label: how that store is named in reports, e.g. ``"hf auth login store"``.
+    """
+
+    name: str
+    env: tuple[str, ...] = ()
+    description: str = ""
+    login: Callable[[], str | None] | None = None
+    login_label: str = ""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.env, str):
+            object.__setattr__(self, "env", (self.env,))
+        else:
+            object.__setattr__(self, "env", tuple(self.env))
+        if self.login is not None and not self.login_label:
+            object.__setattr__(self, "login_label", f"{self.name} login store")
+
+    def public(self) -> dict[str, Any]:
+        """The declaration as JSON-ready data: ``{"name", "env": [...], "login": label or None, "description"}``."""
+        return {"name": self.name, "env": list(self.env), "login": self.login_label or None,
+                "description": self.description}
+
+
+def declared() -> dict[str, Secret]:
+    """Every secret the registered plugin objects declare, by name (collected by the plugin host)."""
+    from . import plugins  # the host imports plugins' modules: only when asked
+
+    return plugins.host().secrets()
+
+
+class _DeclaredEnv(Mapping[str, tuple[str, ...]]):
+    """Secret name -> its environment variables, read from the declarations each time."""
+
+    def __getitem__(self, name: str) -> tuple[str, ...]:
+        return declared()[name].env
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(declared())
+
+    def __len__(self) -> int:
+        return len(declared())
+
+
+#: Environment variables that hold secrets, per secret name, in order of preference: what the plugins
+#: declare (:class:`Secret`), e.g. ``TOKEN_ENV["hf"] == ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")``.
+TOKEN_ENV: Mapping[str, tuple[str, ...]] = _DeclaredEnv()
 
 _MIN_SECRET = 6
+#: The declared variables last read (what :func:`_env_secrets` uses while the declarations are being collected).
+_declared_names: tuple[str, ...] = ()
+_collect_lock = threading.RLock()
+_collecting = threading.local()
+
+
+def _declared_variables() -> tuple[str, ...]:
+    """The environment variables of every declared secret; never raises, never recurses into the host
+    (a redaction while the declarations are being collected uses the variables read before)."""
+    global _declared_names
+    if getattr(_collecting, "active", False):
+        return _declared_names
+    with _collect_lock:
+        _collecting.active = True
+        try:
+            _declared_names = tuple(dict.fromkeys(name for secret in declared().values() for name in secret.env))
+        except Exception:  # a broken registry must not stop redaction: keep the variables known so far
+            pass
+        finally:
+            _collecting.active = False
+    return _declared_names
+
+
 _known: set[str] = set()
 
 
@@ -50,7 +130,8 @@ def remember(value: str | None) -> None:
 
 
 def _env_secrets() -> set[str]:
-    names = {name for group in TOKEN_ENV.values() for name in group}
+    """The values of every declared secret variable (:class:`Secret`) set in the environment."""
+    names = _declared_variables()
     return {os.environ[n].strip() for n in names if len(os.environ.get(n, "").strip()) >= _MIN_SECRET}
 
 
@@ -135,41 +216,74 @@ def strip_userinfo(url: str) -> tuple[str, str, str]:
     return urlunsplit(parts._replace(netloc=host)), user, password
 
 
-def _hf_store() -> str | None:
+def hf_login_store() -> str | None:
+    """The token ``hf auth login`` stored (huggingface_hub's ``get_token``), or None: a :class:`Secret` ``login``."""
     from huggingface_hub import get_token  # light import, only when asked
 
     return get_token()
 
 
-def _modelscope_store() -> str | None:
+def modelscope_login_store() -> str | None:
+    """The token ModelScope's login stored (``$MODELSCOPE_CREDENTIALS_PATH/git_token``, default
+    ``~/.modelscope/credentials``), or None: a :class:`Secret` ``login``."""
     path = Path(os.environ.get("MODELSCOPE_CREDENTIALS_PATH", "~/.modelscope/credentials")).expanduser()
     token_file = path / "git_token"
     return token_file.read_text(encoding="utf-8").strip() if token_file.is_file() else None
 
 
-_STORES: dict[str, tuple[str, Callable[[], str | None]]] = {
-    "hf": ("hf auth login store", _hf_store),
-    "modelscope": ("modelscope login store", _modelscope_store),
-}
+def find_token(secret: str | Secret) -> TokenInfo:
+    """A declared secret's value: its environment variables in order, then its login store (empty if none).
 
-
-def find_token(hub: str) -> TokenInfo:
-    """The token for ``hub`` from the environment or the hub's login store (empty if none)."""
-    for name in TOKEN_ENV.get(hub, ()):
+    Args:
+        secret: the :class:`Secret` itself, or its name (looked up among the declared ones,
+            :func:`declared`).
+    Returns:
+        :class:`TokenInfo`: the name, where the value was found (``$VARIABLE``, the store's label,
+        ``not found``, or ``not declared`` for a name no plugin declares) and the value, which is
+        remembered so that :func:`redact` scrubs it.
+    """
+    if isinstance(secret, str):
+        found = declared().get(secret)
+        if found is None:
+            return TokenInfo(secret, "not declared")
+        secret = found
+    for name in secret.env:
         value = os.environ.get(name, "").strip()
         if value:
             remember(value)
-            return TokenInfo(hub, f"${name}", value)
-    if hub in _STORES:
-        label, reader = _STORES[hub]
+            return TokenInfo(secret.name, f"${name}", value)
+    if secret.login is not None:
         try:
-            value = (reader() or "").strip()
+            value = (secret.login() or "").strip()
         except Exception:  # a broken store is the same as no store
             value = ""
         if value:
             remember(value)
-            return TokenInfo(hub, label, value)
-    return TokenInfo(hub, "not found")
+            return TokenInfo(secret.name, secret.login_label, value)
+    return TokenInfo(secret.name, "not found")
+
+
+def require_token(secret: str | Secret) -> str:
+    """:func:`find_token`'s value, or a one-line error naming the variable to set.
+
+    Raises:
+        vlhub.core.errors.BadInput: the secret is not set (exit code 2), e.g. ``no example-bucket token:
+            EXAMPLE_BUCKET_TOKEN is not set. Fix: export EXAMPLE_BUCKET_TOKEN=... (the bucket's access token)``.
+    """
+    from .errors import BadInput  # errors imports this module
+
+    info = find_token(secret)
+    if info.found:
+        return info.value
+    declaration = secret if isinstance(secret, Secret) else declared().get(secret)
+    if declaration is None:
+        raise BadInput(f"no plugin declares a secret named {info.hub!r}", "check the name, or run `vlhub plugins`")
+    variables = " or ".join(declaration.env) or "its variable"
+    login = f", or log in ({declaration.login_label})" if declaration.login is not None else ""
+    what = f" ({declaration.description})" if declaration.description else ""
+    first = declaration.env[0] if declaration.env else "VARIABLE"
+    raise BadInput(f"no {declaration.name} token: {variables} is not set",
+                   f"export {first}=...{what}{login}")
 
 
 class RedactingFilter(logging.Filter):

@@ -2,7 +2,9 @@
 
 A plugin registers objects through the hooks in :mod:`vlhub.core.hookspecs`. Each
 object is duck-typed against one of the protocols below: it has a ``name``, a
-one-line ``description``, the ``options`` it takes, and the stage's methods. Every
+one-line ``description``, the ``options`` it takes, and the stage's methods; it may also
+declare the secrets it reads, ``secrets = (Secret(...),)`` (:class:`vlhub.core.secrets.Secret`,
+optional, so not part of the protocols below). Every
 long method takes an optional ``progress`` callback fed with :class:`Progress`
 events; the CLI turns them into tqdm bars and the launcher into ``st.progress``.
 Failures the user can fix are raised as :class:`vlhub.core.errors.VlhubError`.
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence, runtime_checkable
 
 from .options import Option
+from .secrets import Secret  # noqa: F401 (re-exported: ``secrets = (Secret(...),)``)
 from .prepared.format import PreparedData, Problem  # noqa: F401 (Problem: re-exported)
 
 
@@ -110,6 +113,18 @@ class Trainer(Protocol):
 
     ``status`` reads the run folder only (log, metrics, checkpoints), so it tells the
     truth after the process that launched the run is gone.
+
+    Optional (not part of the protocol, so trainers without it still conform):
+    ``check_records(model: Path, data: Path, options: Mapping[str, Any]) -> dict[str, Any]``, the
+    trainer's own check of every record of ``data`` (a prepared folder or a training JSON file), mirroring
+    what its dataset code accepts and how it tokenises, with ``model``'s tokenizer and the trainer's
+    ``options`` (e.g. ``max_length``). It returns ``records`` (checked), ``kept``, ``problems`` (the records
+    it cannot train: ``{"index", "field", "reason", "kind"}``, ``index`` the record's position in the file),
+    ``problem_count``, ``over_max_length`` (samples it would cut) and ``over_max_length_worst``
+    (``{"index", "tokens", "over"}`` or None), and may add more; it raises ``BadInput`` /
+    ``MissingDependency`` like :meth:`plan`. ``vlhub data validate --trainer NAME`` and ``vlhub data
+    prepare --trainer NAME`` run it (:func:`vlhub.core.train.check_records`); a trainer's :meth:`plan` runs
+    its own check (``vlhub train --dry-run``).
     """
 
     name: str

@@ -7,7 +7,7 @@ import streamlit as st
 
 from vlhub.core import plugins, stage
 from vlhub.core.home import envs_dir
-from vlhub.core.secrets import TOKEN_ENV, find_token
+from vlhub.core.secrets import declared, find_token
 
 
 @st.cache_data(ttl=30, show_spinner=False)
@@ -27,8 +27,10 @@ def env_report() -> list[dict[str, Any]]:
 
 
 def token_report() -> dict[str, dict[str, Any]]:
-    """Whether a token is found per hub, never the token."""
-    return {hub: find_token(hub).public() for hub in TOKEN_ENV}
+    """Every secret the plugins declare: whether it is found and where (``{"hub", "found", "source"}``),
+    and the variables that may hold it (``env``), never the value."""
+    return {name: {**find_token(secret).public(), "env": list(secret.env), "login": secret.login_label or None}
+            for name, secret in declared().items()}
 
 
 def forget_envs() -> None:

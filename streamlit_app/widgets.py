@@ -8,7 +8,7 @@ import streamlit as st
 from vlhub.core.types import Progress
 from vlhub.streamlit_app import jobs
 from vlhub.streamlit_app.state import env_report
-from vlhub.streamlit_app.text import t
+from vlhub.streamlit_app.text import lang, t
 
 
 def human(n: float | None, unit: str = "B") -> str:
@@ -44,15 +44,22 @@ def _unchanged(value: Any, default: Any) -> bool:
     return value == (list(default) if isinstance(default, (list, tuple)) else default)
 
 
+def option_label(opt: dict[str, Any]) -> str:
+    """An option's field title in the page's language: ``labels[lang]``, ``label``, or the name with spaces."""
+    return (opt.get("labels") or {}).get(lang()) or opt.get("label") or opt["name"].replace("_", " ")
+
+
 def option_fields(options: list[dict[str, Any]], prefix: str) -> dict[str, Any]:
     """A field per plugin option (``Option.public()`` dicts); returns the values that differ from the defaults.
 
-    Numbers are returned as text: the plugin converts and checks them, as for CLI flags.
+    A field's title is the option's label in the page's language (``Option.labels``, e.g. ``{"zh": ...}``),
+    else its ``label``, else its name with spaces. Numbers are returned as text: the plugin converts and
+    checks them, as for CLI flags.
     """
     values: dict[str, Any] = {}
     for opt in options:
         name, kind, default, choices = opt["name"], opt["type"], opt["default"], list(opt["choices"])
-        key, label, help_ = f"{prefix}.{name}", name.replace("_", " "), opt["help"]
+        key, label, help_ = f"{prefix}.{name}", option_label(opt), opt["help"]
         if kind == "bool" and default is not None:
             value: Any = st.checkbox(label, value=bool(default), help=help_, key=key)
         elif choices or kind == "bool":

@@ -17,6 +17,8 @@ BUILTINS = {"datasets", "trainers", "converters", "templates", "publishers", "ba
 #: tests/fixtures/bad_plugins: module -> entry-point name; each breaks the contract one way
 BAD_PLUGINS = {"vlhub_misspelled_hook": "misspelled", "vlhub_bad_signature": "narrow",
                "vlhub_import_error": "import-error", "vlhub_too_new": "too-new"}
+#: the example publisher's secret ($EXAMPLE_BUCKET_TOKEN)
+BUCKET_TOKEN = "bucket-token-3c9e1f07"
 
 
 def _fake_distribution(site: Path, dist: str, module: str, body: str, ep_name: str) -> None:
@@ -85,7 +87,8 @@ def example_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return site
 
 
-def test_example_plugin_installs_and_publishes(example_site: Path, tmp_path: Path) -> None:
+def test_example_plugin_installs_and_publishes(example_site: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
     env = {"PYTHONPATH": str(example_site)}
     report = json.loads(run_vlhub("plugins", "--json", env=env, check=True).stdout)
     example = next(p for p in report["plugins"] if p["name"] == "folder-hub")
@@ -104,6 +107,7 @@ def test_example_plugin_installs_and_publishes(example_site: Path, tmp_path: Pat
     (model / "model.safetensors").write_bytes(b"\x00" * 4096)
     hub = tmp_path / "hub" / "org" / "m"
     folder_hub = mod.FolderHub()
+    monkeypatch.setenv("EXAMPLE_BUCKET_TOKEN", BUCKET_TOKEN)  # the publisher's declared secret
     first = folder_hub.publish(folder_hub.preflight(model, str(hub), {}), {})
     assert first.bytes_sent == 4098 and first.changed
     again = folder_hub.publish(folder_hub.preflight(model, str(hub), {}), {})
@@ -160,7 +164,7 @@ def test_example_publisher_through_the_cli(example_site: Path, tmp_path: Path) -
                                             "model-00002-of-00002.safetensors": 200_000})
     sizes = {p.relative_to(model).as_posix(): p.stat().st_size for p in model.rglob("*") if p.is_file()}
     hub = tmp_path / "hub" / "org" / "food"
-    env = {"PYTHONPATH": str(example_site)}
+    env = {"PYTHONPATH": str(example_site), "EXAMPLE_BUCKET_TOKEN": BUCKET_TOKEN}
 
     dry = run_vlhub("publish", str(model), "--to", f"folder:{hub}", "--dry-run", "--json", env=env)
     assert dry.returncode == 0, dry.stderr

@@ -1,4 +1,9 @@
-"""``vlhub chat`` and ``vlhub eval``: thin wrappers over :mod:`vlhub.core.chat` and :mod:`vlhub.core.eval`."""
+"""``vlhub chat`` and ``vlhub eval``: thin wrappers over :mod:`vlhub.core.chat` and :mod:`vlhub.core.eval`.
+
+Besides the fixed backend flags, every option a chat backend declares is a flag ``--NAME``
+(:class:`~.plugins.PluginOptionsCommand`), and ``--opt KEY=VALUE`` reaches any of them; both are
+checked against the chosen backend's options.
+"""
 from __future__ import annotations
 
 import sys
@@ -14,6 +19,7 @@ from ..errors import BadInput
 from ..fsutil import atomic_write_text, check_output_file
 from ..output import emit_json, say, table, tqdm_progress
 from ..types import GenerationSettings
+from .plugins import PluginOptionsCommand
 
 HELP_LOOP = "Type a message and press Enter. /image PATH attaches an image to the next turn; /clear, /exit."
 
@@ -24,9 +30,22 @@ def _backend_options(base_url: str | None, engine: str | None, tp: int | None,
     return {k: v for k, v in given.items() if v is not None}
 
 
+def _backend_name(model: str | None, backend: str | None, options: dict[str, Any]) -> str:
+    return backend or chatapi.auto_backend(model, options.get("base_url"))
+
+
+def _plugin_options(ctx: click.Context, model: str | None, backend: str | None, options: dict[str, Any],
+                    values: dict[str, Any], pairs: tuple[str, ...]) -> dict[str, Any]:
+    """The fixed flags' options plus the backend's own (its flags, ``--opt KEY=VALUE``), checked and typed."""
+    given = [v for v in values.values() if v is not None and v != ()]
+    if not given and not pairs:
+        return options
+    return {**options, **ctx.command.given(values, [_backend_name(model, backend, options)], pairs)}
+
+
 def _open(model: str | None, model_name: str | None, backend: str | None, options: dict[str, Any],
           settings: GenerationSettings | None = None) -> chatapi.Conversation:
-    name = backend or chatapi.auto_backend(model, options.get("base_url"))
+    name = _backend_name(model, backend, options)
     target = (model_name or model or "") if name == "openai" else model
     if not target and name != "openai":
         raise BadInput("no MODEL_DIR given", f"vlhub chat MODEL_DIR --backend {name}")
@@ -62,13 +81,15 @@ def _loop(convo: chatapi.Conversation, images: list[str]) -> None:
 
 
 _model_flags = [
-    click.option("--backend", help="lmdeploy, transformers or openai (default: lmdeploy on a GPU, else transformers; "
-                                   "openai without MODEL_DIR)."),
+    click.option("--backend", help="lmdeploy, transformers, openai or a plugin's backend (`vlhub plugins`; default: "
+                                   "lmdeploy on a GPU, else transformers; openai without MODEL_DIR)."),
     click.option("--base-url", help="OpenAI-compatible endpoint (default $OPENAI_BASE_URL); key from $OPENAI_API_KEY."),
     click.option("--engine", type=click.Choice(["turbomind", "pytorch"]), help="LMDeploy engine."),
     click.option("--tp", type=int, help="LMDeploy tensor parallel (GPUs per model)."),
     click.option("--session-len", type=int, help="LMDeploy session length in tokens."),
     click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="transformers device."),
+    click.option("--opt", "opts", multiple=True, metavar="KEY=VALUE",
+                 help="An option of the chosen backend (repeatable); each is also a flag --NAME of its own."),
 ]
 
 
@@ -79,7 +100,7 @@ def model_flags(func: Any) -> Any:
     return func
 
 
-@click.command()
+@click.command(cls=PluginOptionsCommand, family="chat_backends")
 @click.argument("model", required=False)
 @click.option("--image", "images", multiple=True, help="Image for the first turn (repeatable).")
 @click.option("--message", "-m", help="Ask one question, print the answer and exit.")
@@ -91,11 +112,13 @@ def model_flags(func: Any) -> Any:
 @click.option("--export", "export_to", type=click.Path(path_type=Path),
               help="Write the conversation at the end (.json or .md).")
 @click.option("--json", "as_json", is_flag=True, help="Print the conversation as JSON instead of the answer.")
-def chat(model: str | None, images: tuple[str, ...], message: str | None, backend: str | None,
+@click.pass_context
+def chat(ctx: click.Context, model: str | None, images: tuple[str, ...], message: str | None, backend: str | None,
          base_url: str | None, engine: str | None, tp: int | None, session_len: int | None,
-         device: str | None, model_name: str | None, temperature: float, top_p: float, max_new_tokens: int,
-         export_to: Path | None, as_json: bool) -> None:
-    """Chat with MODEL (a model folder, or the endpoint's model with --backend openai).
+         device: str | None, opts: tuple[str, ...], model_name: str | None, temperature: float, top_p: float,
+         max_new_tokens: int, export_to: Path | None, as_json: bool, **plugin_options: Any) -> None:
+    """Chat with MODEL (a model folder, the endpoint's model with --backend openai, or what a plugin
+    backend takes).
 
     With --message: one question, one answer. Otherwise turns are read from stdin.
     """
@@ -103,7 +126,8 @@ def chat(model: str | None, images: tuple[str, ...], message: str | None, backen
     if export_to:
         export_to = check_output_file(export_to, "--export")
     settings = GenerationSettings(temperature, top_p, max_new_tokens)
-    options = _backend_options(base_url, engine, tp, session_len, device)
+    options = _plugin_options(ctx, model, backend, _backend_options(base_url, engine, tp, session_len, device),
+                              plugin_options, opts)
     with _open(model, model_name, backend, options, settings) as convo:
         if message is not None:
             if as_json:
@@ -118,19 +142,28 @@ def chat(model: str | None, images: tuple[str, ...], message: str | None, backen
             atomic_write_text(export_to, chatapi.export(convo, "md" if export_to.suffix == ".md" else "json"))
 
 
-@click.command(name="eval")
+@click.command(name="eval", cls=PluginOptionsCommand, family="chat_backends")
 @click.argument("models", nargs=-1, required=True)
-@click.option("--data", required=True, help="Prepared dataset folder (val_mc.json) or the val_mc.json file.")
-@click.option("--limit", type=int, help="Only the first N items.")
+@click.option("--data", required=True, help="Prepared dataset folder (its val_mc.json, else val.json) or one of "
+                                            "its files.")
+@click.option("--limit", type=click.IntRange(min=1), help="Only the first N items.")
 @model_flags
-@click.option("--json", "as_json", is_flag=True, help="Output JSON (with every item's reply).")
-def eval_cmd(models: tuple[str, ...], data: str, limit: int | None, backend: str | None, base_url: str | None,
-             engine: str | None, tp: int | None, session_len: int | None,
-             device: str | None, as_json: bool) -> None:
-    """Multiple-choice accuracy of one or two MODELS (before/after) on the validation split (an `eval` run)."""
+@click.option("--json", "as_json", is_flag=True, help="Output the eval run's data as JSON (eval.json: every "
+                                                      "item's reply).")
+@click.pass_context
+def eval_cmd(ctx: click.Context, models: tuple[str, ...], data: str, limit: int | None, backend: str | None,
+             base_url: str | None, engine: str | None, tp: int | None, session_len: int | None,
+             device: str | None, opts: tuple[str, ...], as_json: bool, **plugin_options: Any) -> None:
+    """Evaluate one or two MODELS (base, fine-tuned) on the validation split: recorded as an `eval` run.
+
+    Multiple-choice data (val_mc.json): accuracy with its 95 % interval, per category (FoodieQA:
+    food_type, main_region), and for two models the items the second fixed and broke. Open-ended data
+    (val.json, e.g. CLoT): exact match and chrF.
+    """
     if len(models) > 2:
         raise BadInput(f"{len(models)} models given", "give one model, or two to compare (base, fine-tuned)")
-    options = _backend_options(base_url, engine, tp, session_len, device)
+    options = _plugin_options(ctx, models[0], backend, _backend_options(base_url, engine, tp, session_len, device),
+                              plugin_options, opts)
     progress, close = tqdm_progress(not as_json)
     try:  # one model loaded at a time
         report = evalapi.evaluate_models([partial(_open, model, None, backend, options) for model in models],
@@ -140,7 +173,57 @@ def eval_cmd(models: tuple[str, ...], data: str, limit: int | None, backend: str
     if as_json:
         emit_json(report)
         return
-    rows = [{"model": r["model"], "backend": r["backend"], "correct": r["correct"], "total": r["total"],
-             "accuracy": f"{r['accuracy']:.1%}"} for r in report["results"]]
-    click.echo(table(rows, ["model", "backend", "correct", "total", "accuracy"]))
-    say(f"recorded as run {report['run_id']}")
+    _print_eval(report)
+    for note in report["notes"]:
+        say(f"note: {note}")
+    say(f"recorded as run {report['run_id']} ({report['task']}, {report['n']} items; every reply in "
+        f"{evalapi.eval_file(report['run_id'])})")
+
+
+def _pct(value: float) -> str:
+    return f"{value:.1%}"
+
+
+def _ci(bounds: list[float]) -> str:
+    return f"[{bounds[0]:.1%}, {bounds[1]:.1%}]"
+
+
+def _labels(results: list[dict[str, Any]]) -> list[str]:
+    """Short model names for column headers (a folder's name), numbered when two are the same."""
+    names = [Path(r["model"]).name or r["model"] or r["backend"] for r in results]
+    return [f"{name} ({i + 1})" if names.count(name) > 1 else name for i, name in enumerate(names)]
+
+
+def _indices(values: list[int], shown: int = 20) -> str:
+    text = ", ".join(map(str, values[:shown]))
+    return text + (f", ... ({len(values) - shown} more)" if len(values) > shown else "")
+
+
+def _print_eval(report: dict[str, Any]) -> None:
+    """The overall table, the per-category table and the fixed / broken items, on stdout."""
+    results, labels = report["results"], _labels(report["results"])
+    open_ended = report["task"] == evalapi.OPEN
+    columns = ["model", "backend", "n", "exact" if open_ended else "correct",
+               "exact match" if open_ended else "accuracy", "95% CI", *(["chrF"] if open_ended else [])]
+    rows = [{"model": label, "backend": r["backend"], "n": r["n"], columns[3]: r["correct"],
+             columns[4]: _pct(r["accuracy"]), "95% CI": _ci(r["ci95"]), "chrF": f"{r.get('chrf', 0.0):.1f}"}
+            for label, r in zip(labels, results)]
+    click.echo(table(rows, columns))
+    category_rows = []
+    for field in report["categories"]:
+        values = list(dict.fromkeys(v for r in results for v in r["categories"].get(field, {})))
+        for value in values:
+            cells = [r["categories"].get(field, {}).get(value) for r in results]
+            row = {"category": field, "value": value, "n": next(c["n"] for c in cells if c)}
+            row |= {label: f"{_pct(c['accuracy'])} ({c['correct']}) {_ci(c['ci95'])}" if c else "-"
+                    for label, c in zip(labels, cells)}
+            category_rows.append(row)
+    if category_rows:
+        click.echo()
+        click.echo(table(category_rows, ["category", "value", "n", *labels]))
+    if "fixed" in report:
+        click.echo()
+        click.echo(f"fixed by {labels[1]} (wrong with {labels[0]}): {len(report['fixed'])}"
+                   + (f" - items {_indices(report['fixed'])}" if report["fixed"] else ""))
+        click.echo(f"broken by {labels[1]} (right with {labels[0]}): {len(report['broken'])}"
+                   + (f" - items {_indices(report['broken'])}" if report["broken"] else ""))

@@ -1,11 +1,17 @@
-"""``vlhub publish``: send a model folder to one or more hubs (logic in :mod:`vlhub.core.publish`)."""
+"""``vlhub publish``: send a model folder to one or more hubs (logic in :mod:`vlhub.core.publish`).
+
+Besides the common flags, every option a publisher declares is a flag ``--NAME``
+(:class:`~.plugins.PluginOptionsCommand`), and ``--opt KEY=VALUE`` reaches any of them.
+"""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
 from ..output import emit_json, say, table, tqdm_progress
+from .plugins import PluginOptionsCommand
 
 
 def _human(n: int) -> str:
@@ -17,10 +23,11 @@ def _human(n: int) -> str:
     return str(n)
 
 
-@click.command()
+@click.command(cls=PluginOptionsCommand, family="publishers")
 @click.argument("folder", type=click.Path(path_type=Path))
 @click.option("--to", "targets", multiple=True, required=True, metavar="NAME:TARGET",
-              help="hf:ORG/NAME, modelscope:ORG/NAME, openxlab:OWNER/NAME or git:URL (repeatable).")
+              help="hf:ORG/NAME, modelscope:ORG/NAME, openxlab:OWNER/NAME, git:URL or a plugin's NAME:TARGET "
+                   "(repeatable; `vlhub plugins` lists the publishers).")
 @click.option("--private", is_flag=True, help="Create new repositories as private.")
 @click.option("--dry-run", is_flag=True, help="Only preflight: list what would be sent, send nothing.")
 @click.option("--via", type=click.Choice(["api", "git"]), help="hf/modelscope: the SDK (default) or git + LFS.")
@@ -29,11 +36,14 @@ def _human(n: int) -> str:
 @click.option("--overwrite-card", is_flag=True, help="Replace a README.md on the remote that vlhub did not write.")
 @click.option("--follow-symlinks", is_flag=True,
               help="Send the files that symbolic links leading outside the folder point to (refused otherwise).")
+@click.option("--opt", "opts", multiple=True, metavar="KEY=VALUE",
+              help="A publisher's own option (repeatable); each is also a flag --NAME of its own.")
 @click.option("--json", "as_json", is_flag=True, help="Output JSON.")
-def publish(folder: Path, targets: tuple[str, ...], private: bool, dry_run: bool, via: str | None,
-            message: str | None, require_keyword: str | None, overwrite_card: bool, follow_symlinks: bool,
-            as_json: bool) -> None:
-    """Publish a model folder to Hugging Face, ModelScope, OpenXLab or any git + LFS remote.
+@click.pass_context
+def publish(ctx: click.Context, folder: Path, targets: tuple[str, ...], private: bool, dry_run: bool,
+            via: str | None, message: str | None, require_keyword: str | None, overwrite_card: bool,
+            follow_symlinks: bool, opts: tuple[str, ...], as_json: bool, **plugin_options: Any) -> None:
+    """Publish a model folder to Hugging Face, ModelScope, OpenXLab, any git + LFS remote or a plugin's target.
 
     Every target is checked first (files, LFS, token, name); a failing target does not
     stop the others. Rerunning resumes an interrupted upload and sends only what changed.
@@ -42,6 +52,7 @@ def publish(folder: Path, targets: tuple[str, ...], private: bool, dry_run: bool
 
     options = {"private": private, "via": via, "message": message, "require_keyword": require_keyword,
                "overwrite_card": overwrite_card, "follow_symlinks": follow_symlinks}
+    options.update(ctx.command.given(plugin_options, [t.partition(":")[0] for t in targets], opts))
     progress, close = tqdm_progress(enabled=not as_json)
 
     def attached(run) -> None:  # type: ignore[no-untyped-def]

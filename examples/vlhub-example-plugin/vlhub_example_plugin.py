@@ -1,4 +1,4 @@
-"""An example vlhub plugin: a publisher that writes model folders to a local "folder hub".
+"""An example vlhub plugin: a publisher that writes model folders to a local "folder hub" (a bucket).
 
 ``vlhub publish MODEL --to folder:/srv/hub/org/name`` copies every file into
 ``/srv/hub/org/name/files/`` and writes ``manifest.json`` (path, size, sha256),
@@ -6,14 +6,22 @@ last and atomically, so a reader never sees a half-published model. Files whose
 sha256 already matches are not copied again. The preflight plans once (hashes, what to
 copy) and the publish executes that plan as it is.
 
+It declares one secret, ``EXAMPLE_BUCKET_TOKEN``: the bucket's access token. The first publish
+claims the bucket (``bucket.json`` keeps a salted sha256 of the token, never the token); later
+publishes must present the same token. Without it the preflight fails naming the variable (exit 2).
+And one option, ``verify`` (``--verify/--no-verify`` on ``vlhub publish``; 复制后校验 on the
+Chinese Publish page).
+
 ``vlhub_requires`` names the plugin API versions this module was written for
 (:data:`vlhub.core.PLUGIN_API_VERSION`); another vlhub lists it as a failure instead of loading it.
 """
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
+import secrets
 import shutil
 import tempfile
 from pathlib import Path
@@ -21,11 +29,14 @@ from typing import Any, Mapping
 
 from vlhub.core import hookimpl
 from vlhub.core.errors import BadInput, VlhubError
-from vlhub.core.types import Option, PlannedFile, Progress, ProgressCallback, Published, PublishPlan
+from vlhub.core.secrets import require_token
+from vlhub.core.types import Option, PlannedFile, Progress, ProgressCallback, Published, PublishPlan, Secret
 
 vlhub_requires = ">=1.0,<2"
 
 MANIFEST = "manifest.json"
+BUCKET = "bucket.json"
+TOKEN = Secret("folder-hub", ("EXAMPLE_BUCKET_TOKEN",), "access token of the folder hub's buckets")
 
 
 def _sha256(path: Path) -> str:
@@ -40,13 +51,35 @@ def _files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and ".git" not in p.parts)
 
 
+def _digest(salt: str, token: str) -> str:
+    return hashlib.sha256(f"{salt}:{token}".encode()).hexdigest()
+
+
+def _check_token(dest: Path, token: str) -> None:
+    """Refuse a token that is not the one that claimed the bucket ``dest`` (a new bucket takes any)."""
+    path = dest / BUCKET
+    if path.is_file():
+        claim = json.loads(path.read_text())
+        if not hmac.compare_digest(claim["token_sha256"], _digest(claim["salt"], token)):
+            raise BadInput(f"EXAMPLE_BUCKET_TOKEN is not the token of the bucket {dest}",
+                           "export the token this bucket was first published with")
+
+
+def _claim(dest: Path, token: str) -> None:
+    """Record the bucket's token (salted sha256 only) on its first publish."""
+    if not (dest / BUCKET).is_file():
+        salt = secrets.token_hex(8)
+        (dest / BUCKET).write_text(json.dumps({"salt": salt, "token_sha256": _digest(salt, token)}))
+
+
 class FolderHub:
     """Publish to a folder on this machine (or a mounted share)."""
 
     name = "folder"
-    description = "Copy a model folder into a local folder hub with a sha256 manifest."
+    description = "Copy a model folder into a local folder hub with a sha256 manifest ($EXAMPLE_BUCKET_TOKEN)."
     options = (Option("verify", "Hash every copied file again and compare it with the preflight's hash.",
-                      bool, True),)
+                      bool, True, labels={"zh": "复制后校验"}),)
+    secrets = (TOKEN,)
 
     def _manifest(self, dest: Path) -> dict[str, Any]:
         path = dest / MANIFEST
@@ -56,10 +89,12 @@ class FolderHub:
                   progress: ProgressCallback | None = None) -> PublishPlan:
         """Hash every file of ``folder`` (bytes hashed go to ``progress``); those the manifest at ``target``
         has with the same sha256 are ``on_remote``. The plan keeps the hashes and the destination for
-        :meth:`publish`. Raises BadInput for a target that is not an absolute path."""
+        :meth:`publish`. Raises BadInput for a target that is not an absolute path, and when
+        ``$EXAMPLE_BUCKET_TOKEN`` is not set or is not the bucket's token."""
         dest = Path(target).expanduser()
         if not target or not dest.is_absolute():
             raise BadInput(f"folder:{target} is not an absolute path", "use --to folder:/absolute/path/org/name")
+        _check_token(dest, require_token(TOKEN))
         known = self._manifest(dest)["files"]
         files = _files(folder)
         total = sum(path.stat().st_size for path in files)
@@ -83,7 +118,10 @@ class FolderHub:
         ``options["verify"]``, the default), then write the manifest atomically. Raises VlhubError for
         a copy whose sha256 differs from the plan's (the file changed since the preflight)."""
         dest: Path = plan.job
+        token = require_token(TOKEN)
+        _check_token(dest, token)
         (dest / "files").mkdir(parents=True, exist_ok=True)
+        _claim(dest, token)
         before = set(self._manifest(dest)["files"])
         sent = 0
         for item in plan.files:

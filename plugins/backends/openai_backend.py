@@ -15,7 +15,7 @@ from PIL import Image
 
 from vlhub.core.net import timeouts
 from vlhub.core.errors import BadInput, VlhubError
-from vlhub.core.secrets import find_token
+from vlhub.core.secrets import Secret, find_token
 from vlhub.core.types import GenerationSettings, Option, Turn
 
 #: What a local server without authentication gets as the key (the SDK insists on one).
@@ -103,6 +103,7 @@ class OpenAIBackend:
 
     name = "openai"
     description = "Any OpenAI-compatible endpoint (--base-url, OPENAI_API_KEY); images as data: URLs."
+    secrets = (Secret("openai", ("OPENAI_API_KEY",), "API key of the endpoint (local servers may need none)"),)
     options = (
         Option("base_url", "Endpoint, e.g. http://127.0.0.1:23333/v1 (default: $OPENAI_BASE_URL)."),
     )

@@ -7,7 +7,7 @@ from typing import Any, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 from vlhub.core.publishing import GitJob, Remote, check_url
-from vlhub.core.secrets import find_token
+from vlhub.core.secrets import Secret, find_token
 
 from . import card
 from .common import GitHostPublisher
@@ -18,6 +18,7 @@ class GitPublisher(GitHostPublisher):
 
     name = "git"
     description = "Any git remote with Git LFS (token in $VLHUB_GIT_TOKEN, user in $VLHUB_GIT_USER)."
+    secrets = (Secret("git", ("VLHUB_GIT_TOKEN",), "password or token of the git remote (user: $VLHUB_GIT_USER)"),)
 
     def job(self, folder: Path, target: str, options: Mapping[str, Any]) -> Any:
         url = check_url(target)

@@ -18,7 +18,7 @@ from vlhub.core.publishing import (GitJob, HashCache, Remote, RemoteFile, check_
                                    settle_extras, split_repo_id, staging_dir)
 from vlhub.core.boundary import network_error
 from vlhub.core.net import install_hf_timeouts
-from vlhub.core.secrets import find_token, redact
+from vlhub.core.secrets import Secret, find_token, hf_login_store, redact
 from vlhub.core.types import Progress, ProgressCallback, Published, PublishPlan
 
 from . import card
@@ -148,6 +148,8 @@ class HfPublisher(HubPublisher):
 
     name = "hf"
     description = "Hugging Face Hub via huggingface_hub (token $HF_TOKEN or `hf auth login`; --via git for git + LFS)."
+    secrets = (Secret("hf", ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"), "Hugging Face access token with write access "
+                      "(huggingface.co/settings/tokens)", hf_login_store, "hf auth login store"),)
     plan = staticmethod(preflight)
     send = staticmethod(publish)
 

@@ -23,7 +23,7 @@ from vlhub.core.publishing import (GitJob, HashCache, Remote, RemoteFile, check_
                                    plan_files, settle_extras, split_repo_id, staging_dir)
 from vlhub.core.boundary import network_error
 from vlhub.core.net import MODELSCOPE_RETRIES, install_modelscope_timeouts
-from vlhub.core.secrets import find_token, redact
+from vlhub.core.secrets import Secret, find_token, modelscope_login_store, redact
 from vlhub.core.types import Progress, ProgressCallback, Published, PublishPlan
 
 from . import card
@@ -162,6 +162,8 @@ class ModelScopePublisher(HubPublisher):
     name = "modelscope"
     description = ("ModelScope via its SDK (token $MODELSCOPE_API_TOKEN or the stored login; "
                    "--via git for git + LFS; writes configuration.json into the upload if missing).")
+    secrets = (Secret("modelscope", ("MODELSCOPE_API_TOKEN",), "ModelScope SDK token (modelscope.cn, My Settings)",
+                      modelscope_login_store, "modelscope login store"),)
     modelscope = True
     plan = staticmethod(preflight)
     send = staticmethod(publish)

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from vlhub.core.publishing import GitJob, Remote, split_repo_id
-from vlhub.core.secrets import find_token
+from vlhub.core.secrets import Secret, find_token
 
 from . import card
 from .common import GitHostPublisher
@@ -17,6 +17,7 @@ class OpenXLabPublisher(GitHostPublisher):
 
     name = "openxlab"
     description = "OpenXLab (git + LFS; $OPENXLAB_TOKEN, user $OPENXLAB_USER, base URL $OPENXLAB_GIT_URL)."
+    secrets = (Secret("openxlab", ("OPENXLAB_TOKEN",), "OpenXLab git access token"),)
     BASE = "https://code.openxlab.org.cn"
 
     def job(self, folder: Path, target: str, options: Mapping[str, Any]) -> Any:
