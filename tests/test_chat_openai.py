@@ -138,7 +138,9 @@ def test_eval_compares_two_models(images: list[Path], tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     results = json.loads(proc.stdout)["results"]
     assert [(r["model"], r["correct"], r["total"]) for r in results] == [("base", 1, 3), ("tuned", 2, 3)]
-    assert results[1]["items"][0] == {"id": "q0", "answer": 1, "chosen": 1, "reply": "B. 肠粉", "correct": True}
+    assert results[1]["items"][0] == {"index": 0, "id": "q0", "question": "Which dish is 0?",
+                                      "choices": ["饺子", "肠粉", "包子", "面条"], "answer": 1, "reply": "B. 肠粉",
+                                      "picked": 1, "correct": True}
     sent = [r["body"] for r in srv.requests if r["body"]][0]
     assert sent["temperature"] == 0 and count_images(sent["messages"]) == 1
     assert sent["messages"][0]["content"][0]["text"].startswith("Which dish is 0?\nA. 饺子")

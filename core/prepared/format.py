@@ -9,7 +9,10 @@ Layout of a prepared folder ``OUT/`` (written by :func:`vlhub.core.prepared.fold
     val.json        the same for the validation split (only when there is one)
     val_mc.json     validation multiple-choice items for `vlhub eval` (only when the plugin keeps
                     them): {"id", "subset", "image", "question", "choices": [str], "answer": int
-                    (index into choices), "prompt", "food_name"}
+                    (index into choices), "prompt", "food_name", "categories": {field: str}} --
+                    ``categories`` are what `vlhub eval` breaks accuracy down by (FoodieQA:
+                    "food_type", "main_region", where the question has them; {} when none); absent
+                    in folders prepared before it was added (see Versions)
     report.json     validation: {"checked": int, "usable": int, "dropped": int, "problems": [{"index":
                     int, "field": str, "reason": str}] (the first 200), "left_out_straddling_splits": int}
     stats.json      statistics (:func:`vlhub.core.prepared.stats.compute` lists its keys)
@@ -42,6 +45,11 @@ field              type                  meaning
 
 Versions: 1 is what vlhub 0.1 wrote (the fields above without ``format_version``); 2 adds
 ``format_version``. :func:`load_manifest` reads both, and refuses a higher version with the fix.
+A field added to the records or items without changing how the existing ones read keeps the
+version (a reader ignores what it does not know, so an older vlhub still reads the folder):
+``val_mc.json`` items gained ``categories`` that way, within version 2. Readers must accept items
+without it (a folder prepared before: `vlhub eval` then leaves per-category accuracy out and
+says that preparing the data again, ``vlhub data prepare ... --force``, fills them).
 
 It imports no other module of :mod:`vlhub.core.prepared`, nor :mod:`vlhub.core.types`, so that
 :mod:`vlhub.core.types` can re-export :class:`PreparedData` and :class:`Problem` from here.

@@ -9,7 +9,8 @@ name; a ``FoodieQA/`` subfolder (the Hub zip, extracted) is found too.
 The default single-image conversion is the tutorial's ``process_food.py``: human
 = question + ``"\\n<image>"``, gpt = ``choices[answer] + "，图中的菜是" + food_name``.
 The split is by dish (see :mod:`vlhub.core.prepared.split`); validation keeps its
-choices and answer index in ``val_mc.json``.
+choices and answer index in ``val_mc.json``, with each question's categories
+(:data:`CATEGORIES`, from its ``food_meta``) for ``vlhub eval``'s per-category accuracy.
 """
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ LETTERS = "ABCDEFGHIJ"
 FIELDS = {"answer": "", "letter": "", "index": 0, "food_name": "", "question": ""}
 #: meta fields that are text, not categories
 NOT_META = {"question", "question_en", "choices", "choices_en", "answer", "images", "food_meta", "food_file"}
+#: the fields each ``val_mc.json`` item carries as its ``categories`` when the source question has them
+CATEGORIES = ("food_type", "main_region")
 
 
 class FoodieQA:
@@ -200,6 +203,13 @@ def _meta(raw: Mapping[str, Any], subset: str) -> dict[str, Any]:
     return meta
 
 
+def _categories(meta: Mapping[str, Any]) -> dict[str, str]:
+    """The :data:`CATEGORIES` a question has (short non-empty text or numbers), as text."""
+    found = {key: meta.get(key) for key in CATEGORIES}
+    return {key: str(value).strip() for key, value in found.items()
+            if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value).strip()}
+
+
 def _convert(subset: str, index: int, raw: Any, opts: Mapping[str, Any]) -> Item:
     question = str(_get(raw, "question"))
     meta = _meta(raw, subset)
@@ -240,5 +250,5 @@ def _convert(subset: str, index: int, raw: Any, opts: Mapping[str, Any]) -> Item
     if subset != "mivqa" and food:
         groups.insert(0, f"dish:{food}")
     mc = {"id": record["id"], "subset": subset, "image": image, "question": question, "choices": choices,
-          "answer": answer, "prompt": human, "food_name": food}
+          "answer": answer, "prompt": human, "food_name": food, "categories": _categories(meta)}
     return Item(record, index, SUBSETS[subset], groups, follower=subset == "mivqa", mc=mc, meta=meta)
