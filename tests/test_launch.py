@@ -1,12 +1,15 @@
 """`vlhub launch`: serves on 127.0.0.1 only, refuses remote binding without --allow-remote,
-answers only requests whose Host is this machine (DNS rebinding)."""
+answers only requests whose Host is this machine (DNS rebinding), keeps the port it is given (or
+says in one line who holds it), and runs once per VLHUB_HOME."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -222,3 +225,197 @@ def test_guard_refuses_to_start_without_its_hook(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "cannot guard the launcher against DNS rebinding" in proc.stderr
     assert "create_starlette_app" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# ------------------------------------------------------------------ the port, and one launcher per VLHUB_HOME
+class _Launch:
+    """A real `vlhub launch --no-browser ARGS` whose stderr lines are collected by a thread (bounded waits)."""
+
+    def __init__(self, env: dict[str, str], *args: str, new_session: bool = False) -> None:
+        exe = Path(sys.executable).parent / "vlhub"
+        self.proc = subprocess.Popen([str(exe), "launch", "--no-browser", *args], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True, env=env, start_new_session=new_session)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line.rstrip("\n"))
+
+    def url(self) -> str | None:
+        """The URL it serves, once it printed it."""
+        found = [m.group(1) for line in list(self.lines) if (m := re.search(r"vlhub launcher: (http://\S+)", line))]
+        return found[0] if found else None
+
+    def finished(self) -> bool:
+        if self.proc.poll() is None:
+            return False
+        self._reader.join(5)  # the rest of its output
+        return True
+
+    def stop(self) -> None:
+        _stop(self.proc)
+        self._reader.join(5)
+
+
+def _env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in TOKEN_VARS}
+    env.update(VLHUB_HOME=str(home / "vlhub-home"), HOME=str(home))
+    return env
+
+
+def _wait(condition, timeout: float, what: str) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"no {what} within {timeout:.0f} s"
+        time.sleep(0.1)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _launch_guards(pid: int) -> list[psutil.Process]:
+    """The Streamlit servers (`python -m vlhub.core.launch_guard`) under ``pid``."""
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+    return [c for c in children if "vlhub.core.launch_guard" in c.cmdline()]
+
+
+def test_two_launches_at_once_end_with_one_server(tmp_path: Path) -> None:
+    """The second `vlhub launch` of a VLHUB_HOME, started at the same moment, opens the first one and exits 0."""
+    env, port = _env(tmp_path), _free_port()
+    both = [_Launch(env, "--port", str(port)), _Launch(env, "--port", str(port))]
+    try:
+        _wait(lambda: any(b.finished() for b in both) and any(b.url() for b in both), 90,
+              "server and no 'already running' exit")
+        second = next(b for b in both if b.finished())
+        first = next(b for b in both if b is not second)
+        url = f"http://127.0.0.1:{port}"
+        assert first.url() == url and first.proc.poll() is None
+        assert second.proc.returncode == 0, second.lines
+        assert f"vlhub launcher already running at {url} (pid {first.proc.pid})" in second.lines, second.lines
+        assert not any("Error" in line for line in second.lines)
+        assert len(_launch_guards(first.proc.pid)) == 1 and _launch_guards(second.proc.pid) == []
+        record = json.loads((tmp_path / "vlhub-home" / "launcher.json").read_text())
+        assert record["url"] == url and record["pid"] == first.proc.pid
+        assert record["server_pid"] == _launch_guards(first.proc.pid)[0].pid
+        with urllib.request.urlopen(url + "/_stcore/health", timeout=5) as resp:
+            assert resp.status == 200
+
+        third = run_vlhub("launch", "--no-browser", env=env, timeout=60)  # later, and without --port: the same
+        assert third.returncode == 0 and f"already running at {url} (pid {first.proc.pid})" in third.stderr
+    finally:
+        for launch in both:
+            launch.stop()
+    assert not (tmp_path / "vlhub-home" / "launcher.json").exists()  # removed when the launcher stopped
+
+
+def test_a_record_that_proves_nothing_is_not_trusted(tmp_path: Path) -> None:
+    """launcher.json naming a live process that is not that launcher (or a dead URL): a new server starts."""
+    from vlhub.core.fsutil import atomic_write_json
+    from vlhub.core.runs import process_record
+
+    home = tmp_path / "vlhub-home"
+    atomic_write_json(home / "launcher.json", {"url": "http://127.0.0.1:9", "host": "127.0.0.1", "port": 9,
+                                               "vlhub_home": str(home.resolve()),
+                                               **process_record(os.getpid(), "pid")})  # alive, no server
+    proc, port = _start_launcher(tmp_path)
+    try:
+        record = json.loads((home / "launcher.json").read_text())
+        assert record["pid"] == proc.pid and record["port"] == port
+    finally:
+        _stop(proc)
+
+
+def test_a_server_left_by_a_killed_launch_is_stopped_and_its_port_reused(tmp_path: Path) -> None:
+    """`vlhub launch` killed with SIGKILL leaves its server running; the next launch of that home stops it
+    (proven by its record) instead of calling the port "in use by another program". The first runs in a
+    session of its own, as a shell's job does (vlhub never signals its own process group)."""
+    env, port = _env(tmp_path), _free_port()
+    first = _Launch(env, "--port", str(port), new_session=True)
+    orphans: list[psutil.Process] = []
+    try:
+        _wait(lambda: first.url() or first.finished(), 60, "URL")
+        orphans = _launch_guards(first.proc.pid)
+        assert len(orphans) == 1
+        first.proc.kill()
+        first.proc.wait(15)
+        assert orphans[0].is_running()
+        second = _Launch(env, "--port", str(port))
+        try:
+            _wait(lambda: second.url() or second.finished(), 60, "URL")
+            assert second.url() == f"http://127.0.0.1:{port}", second.lines
+            assert any(f"(pid {orphans[0].pid})" in line and "stopped the launcher server" in line
+                       for line in second.lines), second.lines
+            assert not orphans[0].is_running()
+        finally:
+            second.stop()
+    finally:
+        first.stop()
+        for orphan in orphans:
+            if orphan.is_running():
+                orphan.kill()
+
+
+def test_a_named_port_held_by_another_program_is_one_line_exit_2(tmp_path: Path) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        proc = run_vlhub("launch", "--no-browser", "--port", str(port), env=_env(tmp_path), timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    line = proc.stderr.strip()
+    assert "\n" not in line and "Traceback" not in line
+    assert line.startswith(f"Error: port {port} on 127.0.0.1 is in use by another program (pid {os.getpid()}, ")
+    assert "Fix: " in line and "--port 0" in line
+    assert not (tmp_path / "vlhub-home" / "launcher.json").exists()
+
+
+def test_a_named_free_port_is_kept_across_a_restart(tmp_path: Path) -> None:
+    """--port N serves on N, and again on N right after a restart while the old connections still linger
+    (the probe binds with SO_REUSEADDR, as Streamlit does), so an open tab reconnects."""
+    env, port = _env(tmp_path), _free_port()
+    first, tab = _Launch(env, "--port", str(port)), None
+    try:
+        _wait(lambda: first.url() or first.finished(), 60, "URL")
+        assert first.url() == f"http://127.0.0.1:{port}", first.lines
+        tab = socket.create_connection(("127.0.0.1", port), timeout=5)  # a keep-alive connection, like a tab's
+        tab.sendall(f"GET /_stcore/health HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+        assert tab.recv(64).startswith(b"HTTP/1.1 200")
+    finally:
+        first.stop()
+    try:
+        lingering = [c.status for c in psutil.net_connections(kind="tcp")
+                     if c.laddr and c.laddr.port == port and c.status != psutil.CONN_LISTEN]
+        assert lingering, "the old server left no connection behind: the test would prove nothing"
+        second = _Launch(env, "--port", str(port))
+        try:
+            _wait(lambda: second.url() or second.finished(), 60, "URL")
+            assert second.url() == f"http://127.0.0.1:{port}", second.lines
+        finally:
+            second.stop()
+    finally:
+        if tab is not None:
+            tab.close()
+
+
+def test_the_default_port_falls_back_and_says_so() -> None:
+    from vlhub.core.launch import choose_port
+
+    said: list[str] = []
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        chosen = choose_port("127.0.0.1", port, strict=False, say=said.append)
+    assert chosen not in (0, port)
+    assert said == [f"port {port} on 127.0.0.1 is in use by another program (pid {os.getpid()}, "
+                    f"{psutil.Process().name()}); serving on port {chosen} instead"]
+    assert choose_port("127.0.0.1", 0, strict=True) > 0  # --port 0: any free port

@@ -52,3 +52,6 @@ if report["failures"]:
     st.subheader(t("home.failures"))
     for failure in report["failures"]:
         st.error(f"{failure['plugin']} ({failure['stage']}): {failure['error']}")
+
+with st.expander(t("home.remote.title"), icon=":material/dns:"):
+    st.markdown(t("home.remote.body", port=st.get_option("server.port")))
