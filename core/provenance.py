@@ -34,7 +34,9 @@ field                        type         meaning
                                           (model card metadata)
 ``license``                  str          optional, hand-written: a license id (``mit``, ``apache-2.0``)
 ``samples``                  list[obj]    optional: ``{"question": str, "answer": str}`` pairs shown on
-                                          the model card
+                                          the model card, each with an optional ``"image"`` (str): a
+                                          file of the model folder, by its path relative to it (an
+                                          image you supply; the card shows it only when it is sent)
 ============================ ============ =================================================================
 
 Reading is tolerant: a v0.1 file (no ``format_version``) reads as version 1 with the same
@@ -75,10 +77,12 @@ class RunRef:
 
 @dataclass(frozen=True)
 class Sample:
-    """One question and the model's answer, for the model card."""
+    """One question and the model's answer, for the model card (``image``: a path relative to the model
+    folder, as written; ``""`` when none)."""
 
     question: str
     answer: str
+    image: str = ""
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,17 @@ class Provenance:
         """``base_model`` when it is a hub id (``ORG/NAME``), ``""`` when it is a local folder or absent."""
         base = self.base_model
         return base if base and not Path(base).is_absolute() and not base.startswith(("~", ".")) else ""
+
+    @property
+    def base_model_folder(self) -> Path | None:
+        """``base_model`` when it is a local folder's absolute path (``~`` expanded), else ``None``.
+
+        The folder may be gone; nothing is read here.
+        """
+        base = self.base_model
+        if not base or not (base.startswith("~") or Path(base).is_absolute()):
+            return None
+        return Path(base).expanduser()
 
 
 def _text(value: Any) -> str:
@@ -143,7 +158,7 @@ def from_dict(data: Mapping[str, Any]) -> Provenance:
     run_dir = _text(run.get("dir")) or _text(data.get("run_dir"))
     ref = RunRef(_text(run.get("id")) or (str(run["id"]) if isinstance(run.get("id"), int) else ""), run_dir) \
         if run or run_dir else None
-    samples = [Sample(_text(s.get("question")), _text(s.get("answer")))
+    samples = [Sample(_text(s.get("question")), _text(s.get("answer")), _text(s.get("image")))
                for s in (data.get("samples") if isinstance(data.get("samples"), list) else []) if isinstance(s, dict)]
     files = {k: v for k, v in _obj(data.get("files")).items() if isinstance(k, str) and isinstance(v, dict)}
     return Provenance(

@@ -50,7 +50,17 @@ def to_dict(obj: Any) -> Any:
 # ---------------------------------------------------------------- datasets
 @runtime_checkable
 class Dataset(Protocol):
-    """Turns a source folder into XTuner's InternVL (LLaVA-style) format."""
+    """Turns a source folder into XTuner's InternVL (LLaVA-style) format.
+
+    Optional (not part of the protocol, so datasets without it still conform): ``card_data``, a
+    mapping of what a published model card says about the data a model was trained or evaluated
+    on (:mod:`vlhub.plugins.publishers.card`): ``hub_id`` (str: the dataset's id on the Hugging Face
+    Hub, e.g. ``"lyan62/FoodieQA"``; the card names and links the data by it, never by the plugin's
+    name), ``license`` (str: the Hub's license id, e.g. ``"cc-by-nc-nd-4.0"``), ``license_url``
+    (str: the license's text) and ``evaluation_only`` (bool: the data's terms allow evaluation
+    only; the card then republishes none of its images). Without it, the card calls the data
+    local and names no dataset.
+    """
 
     name: str
     description: str

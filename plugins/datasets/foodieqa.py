@@ -40,6 +40,9 @@ CATEGORIES = ("food_type", "main_region")
 class FoodieQA:
     name = "foodieqa"
     description = "FoodieQA (lyan62/FoodieQA): Chinese food multiple-choice VQA, split by dish."
+    #: what a published model card says about the data (:class:`vlhub.core.types.Dataset`, optional)
+    card_data = {"hub_id": REPO, "license": "cc-by-nc-nd-4.0",
+                 "license_url": "https://creativecommons.org/licenses/by-nc-nd/4.0/", "evaluation_only": True}
     options = (
         Option("subsets", "Comma-separated subsets: sivqa, mivqa, textqa.", str, "sivqa"),
         Option("answer_template", "sivqa answer; fields {answer} {letter} {index} {food_name} {question}.",

@@ -91,6 +91,9 @@ def _data_file(source: Path, name: str) -> Path:
 class Clot:
     name = "clot"
     description = "CLoT_cn_2000 (ex_cn.json + ex_images/): validate, sample N, write LLaVA data."
+    #: what a published model card says about the data (:class:`vlhub.core.types.Dataset`, optional):
+    #: CLoT_cn_2000 is a sample of the Chinese part of CLoT's Oogiri-GO
+    card_data = {"hub_id": "zhongshsh/CLoT-Oogiri-GO", "license": "mit", "evaluation_only": False}
     options = COMMON_OPTIONS
 
     def prepare(self, source: Path, out: Path, options: Mapping[str, Any],

@@ -24,6 +24,7 @@ COMMON_OPTIONS = (
     Option("overwrite_card", "Replace a model card on the remote that vlhub did not write.", bool, False),
     Option("follow_symlinks", "Send what symbolic links that lead outside the model folder point to "
            "(refused otherwise).", bool, False),
+    Option("base_model", "The model card's base model, a hub id ORG/NAME (default: from the folder).", str, None),
 )
 
 
@@ -112,6 +113,27 @@ def via_git(plan: PublishPlan, options: Mapping[str, Any], progress: ProgressCal
     plan.checks["repo_exists"] = exists
     job = GitJob(plan.job.label, plan.folder, remote, plan.job.repo_id, web_url, extras)
     return gitpush.preflight(job, options, progress, plan=plan, remote_exists=exists)
+
+
+def redact_sdk_logging(*names: str) -> None:
+    """Scrub what an SDK's own log handlers print (its retry warnings show signed upload URLs).
+
+    The SDKs attach stderr handlers to their loggers (``huggingface_hub``, ``modelscope``,
+    ``modelscope_hub``), which print records before vlhub's root handler sees them: each such
+    handler gets :class:`vlhub.core.secrets.RedactingFilter` (tokens, URL user-info and
+    signature/token query parameters become ``***``). Idempotent.
+    """
+    import logging
+
+    from vlhub.core.secrets import RedactingFilter
+
+    for name in names:
+        logger = logging.getLogger(name)
+        for handler in logger.handlers:
+            if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+                handler.addFilter(RedactingFilter())
+        if not any(isinstance(f, RedactingFilter) for f in logger.filters):
+            logger.addFilter(RedactingFilter())
 
 
 def ready_to_send(plan: PublishPlan) -> None:
