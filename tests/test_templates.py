@@ -207,6 +207,47 @@ def test_template_for_model_matches_config_json() -> None:
     assert template_for_model({"architectures": ["Qwen2ForCausalLM"]}).name == "qwen-chat"
 
 
+def test_template_for_model_tells_the_generations_sharing_a_template_name() -> None:
+    """InternVL3 and InternVL3.5 both declare template "internvl2_5"; the LLM tells them apart. The
+    transformers-native (-hf) checkpoints have no llm_config and match by text_config."""
+    qwen3 = {"template": "internvl2_5", "llm_config": {"architectures": ["Qwen3ForCausalLM"]}}
+    assert template_for_model(qwen3).name == "internvl3_5"
+    assert template_for_model({"llm_config": {"architectures": ["Qwen3ForCausalLM"]}}).name == "internvl3_5"
+    qwen2 = {"template": "internvl2_5", "llm_config": {"architectures": ["Qwen2ForCausalLM"]}}
+    assert template_for_model(qwen2).name == "internvl2_5"
+    native = {"architectures": ["InternVLForConditionalGeneration"], "model_type": "internvl"}
+    assert template_for_model({**native, "text_config": {"architectures": ["Qwen2ForCausalLM"]}}).name == "internvl-hf"
+    assert template_for_model({**native, "text_config": {"model_type": "qwen3"}}).name == "internvl3_5-hf"
+    assert not all_templates()["internvl-hf"].matches(qwen2)  # a remote-code config is never native
+    assert not all_templates()["internvl2_5"].matches({**native, "text_config": {"model_type": "qwen2"}})
+
+
+THINKING = [
+    {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "How many cars?"}]},
+    {"role": "assistant", "content": "<think>\nCount them.\n</think>\n\nTwo."},
+    {"role": "user", "content": "Which one is bigger?"},
+    {"role": "assistant", "content": "The red one.", "reasoning_content": "Compare the sizes."},
+]
+
+
+@pytest.mark.parametrize("name", ["internvl3_5", "internvl3_5-hf"])
+def test_qwen3_templates_handle_think_blocks(name: str) -> None:
+    """Qwen3's rule: an answer before the last user message loses its <think> block; after it, the reasoning
+    (``reasoning_content``, or the <think> block of the text) is written as ``<think>\n...\n</think>\n\n``."""
+    jinja = all_templates()[name].jinja
+    image = "<IMG_CONTEXT>\n" if name.endswith("-hf") else "<image>\n"
+    out = render(jinja, THINKING)
+    assert out.endswith(f"<|im_start|>user\n{image}How many cars?<|im_end|>\n<|im_start|>assistant\nTwo.<|im_end|>\n"
+                        "<|im_start|>user\nWhich one is bigger?<|im_end|>\n<|im_start|>assistant\n"
+                        "<think>\nCompare the sizes.\n</think>\n\nThe red one.<|im_end|>\n"), out
+    inline = [*THINKING[:3], {"role": "assistant", "content": "<think>Compare the sizes.</think>The red one."}]
+    assert render(jinja, inline) == out  # a <think> block in the text is the same reasoning
+    plain = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."},
+             {"role": "user", "content": "Bye"}, {"role": "assistant", "content": "Bye."}]
+    qwen2 = all_templates()["internvl-hf" if name.endswith("-hf") else "internvl2_5"].jinja
+    assert render(jinja, plain) == render(qwen2, plain)  # without reasoning: the Qwen2 generation's ChatML
+
+
 def test_template_for_unknown_model_is_a_one_line_error() -> None:
     from vlhub.core.errors import BadInput
 

@@ -1,4 +1,7 @@
-"""vlhub's tiny InternVL2-format model: built without torch, loaded by transformers 4.48 + xtuner and 5.x."""
+"""vlhub's tiny InternVL2-format model: built without torch, loaded by transformers 4.48 + xtuner and 5.x.
+
+This is the default family (``--llm phi3``); the other InternVL generations are tests/test_tiny_families.py's.
+"""
 from __future__ import annotations
 
 import json
@@ -141,6 +144,10 @@ def test_2b_preset_has_internvl2_2b_dimensions() -> None:
     assert (p.vit_hidden, p.vit_layers, p.image_size, p.patch_size) == (1024, 24, 448, 14)  # InternViT-300M
     assert (p.llm_hidden, p.llm_layers, p.llm_heads, p.llm_kv_heads, p.llm_intermediate) == (2048, 24, 16, 8, 8192)
     assert 2.0e9 < n < 2.4e9, n
+    # with --llm internlm2 it is InternVL2-2B's own architecture: the same parameter count under InternLM2's names
+    internlm2 = {name: shape for name, shape, _ in _param_specs(p, p.vocab_size, "internlm2")}
+    assert sum(math.prod(shape) for shape in internlm2.values()) == n
+    assert {"language_model.model.layers.23.attention.wqkv.weight", "language_model.output.weight"} <= set(internlm2)
 
 
 # -- stage envs ----------------------------------------------------------------------------------

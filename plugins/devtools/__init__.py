@@ -1,4 +1,5 @@
-"""Developer tools: ``vlhub dev tiny-model`` (tiny InternVL2-format models for tests and plugin authors).
+"""Developer tools: ``vlhub dev tiny-model`` (tiny InternVL-format models of every generation, for tests and
+plugin authors).
 
 Registered through the ``register_commands`` hook, exactly as a third-party plugin adds a command.
 """

@@ -4,17 +4,27 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import transformers
 from transformers import LlamaConfig, Phi3Config, Qwen2Config
 from transformers.configuration_utils import PretrainedConfig
 
 from .configuration_intern_vit import InternVisionConfig
 
-#: LLM architectures this remote code can build, with their (built-in) config classes.
+#: LLM architectures this remote code can build, with their config classes.
 LLM_CONFIGS: dict[str, type[PretrainedConfig]] = {
     "Phi3ForCausalLM": Phi3Config,
     "LlamaForCausalLM": LlamaConfig,
     "Qwen2ForCausalLM": Qwen2Config,
 }
+try:  # Qwen3 (InternVL3.5) is built into transformers >= 4.51 only
+    from transformers import Qwen3Config
+except ImportError:
+    Qwen3Config = None
+else:
+    LLM_CONFIGS["Qwen3ForCausalLM"] = Qwen3Config
+# An LLM that is remote code itself (InternLM2, as in InternVL2-2B) is imported from its own file in the
+# model folder; vlhub's tiny-model builder writes that import in place of the next line.
+# vlhub: remote LLM config
 
 
 class InternVLChatConfig(PretrainedConfig):
@@ -49,6 +59,8 @@ class InternVLChatConfig(PretrainedConfig):
         if isinstance(llm_config, PretrainedConfig):
             llm_config = llm_config.to_dict()
         arch = (llm_config.get("architectures") or ["Phi3ForCausalLM"])[0]
+        if arch == "Qwen3ForCausalLM" and Qwen3Config is None:
+            raise ValueError(f"Qwen3ForCausalLM needs transformers>=4.51 (this is {transformers.__version__})")
         if arch not in LLM_CONFIGS:
             raise ValueError(f"Unsupported LLM architecture {arch!r}; supported: {sorted(LLM_CONFIGS)}")
         self.vision_config = InternVisionConfig(**vision_config)

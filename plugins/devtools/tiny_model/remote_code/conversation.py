@@ -5,6 +5,9 @@ import dataclasses
 
 INTERNVL_SYSTEM = ("你是由上海人工智能实验室联合商汤科技开发的书生多模态大模型，英文名叫InternVL, "
                    "是一个有用无害的人工智能助手。")
+#: The system prompt of the ``internvl2_5`` template (InternVL2.5, InternVL3, InternVL3.5).
+INTERNVL2_5_SYSTEM = ("你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发的"
+                      "多模态大语言模型。")
 
 
 @dataclasses.dataclass
@@ -41,6 +44,8 @@ TEMPLATES: dict[str, Conversation] = {
                                    ("<|im_start|>user\n", "<|im_start|>assistant\n"), "<|im_end|>"),
     "Hermes-2": Conversation("Hermes-2", "<|im_start|>system\n{system_message}", INTERNVL_SYSTEM,
                              ("<|im_start|>user\n", "<|im_start|>assistant\n"), "<|im_end|>"),
+    "internvl2_5": Conversation("internvl2_5", "<|im_start|>system\n{system_message}", INTERNVL2_5_SYSTEM,
+                                ("<|im_start|>user\n", "<|im_start|>assistant\n"), "<|im_end|>\n"),
 }
 
 

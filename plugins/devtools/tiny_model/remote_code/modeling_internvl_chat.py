@@ -6,9 +6,11 @@ flash-attn (SDPA), and without torchvision (image preprocessing is the caller's 
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib.util
 import warnings
-from typing import Any, Optional, Union
+from typing import Any, Iterator, Optional, Union
 
 import torch
 from torch import nn
@@ -29,6 +31,47 @@ LLM_CLASSES: dict[str, type[PreTrainedModel]] = {
     "LlamaForCausalLM": LlamaForCausalLM,
     "Qwen2ForCausalLM": Qwen2ForCausalLM,
 }
+try:  # Qwen3 (InternVL3.5) is built into transformers >= 4.51 only
+    from transformers import Qwen3ForCausalLM
+except ImportError:
+    Qwen3ForCausalLM = None
+else:
+    LLM_CLASSES["Qwen3ForCausalLM"] = Qwen3ForCausalLM
+# An LLM that is remote code itself (InternLM2, as in InternVL2-2B) is imported from its own file in the
+# model folder; vlhub's tiny-model builder writes that import in place of the next line.
+# vlhub: remote LLM model
+#: LLMs that are remote code themselves. They read ``config.attn_implementation`` (flash_attention_2 or eager)
+#: instead of transformers' ``_attn_implementation``, and their ``prepare_inputs_for_generation`` passes
+#: ``inputs_embeds`` only while ``past_key_values is None``, while transformers' ``generate`` (4.48 here)
+#: hands over an empty cache object on the first step.
+REMOTE_LLMS = ("InternLM2ForCausalLM",)
+
+
+@contextlib.contextmanager
+def _embeds_on_first_step(llm: nn.Module) -> Iterator[None]:
+    """Make a remote-code LLM start generation from ``inputs_embeds``: on the first step (empty cache) its
+    ``prepare_inputs_for_generation`` sees ``past_key_values=None``, and the cache is handed back to it."""
+    original = llm.prepare_inputs_for_generation
+    patched_before = "prepare_inputs_for_generation" in vars(llm)
+
+    @functools.wraps(original)
+    def prepare(*args: Any, **kwargs: Any) -> dict:
+        cache = kwargs.get("past_key_values")
+        if (kwargs.get("inputs_embeds") is not None and cache is not None and hasattr(cache, "get_seq_length")
+                and cache.get_seq_length() == 0):
+            inputs = original(*args, **{**kwargs, "past_key_values": None})
+            inputs["past_key_values"] = cache
+            return inputs
+        return original(*args, **kwargs)
+
+    llm.prepare_inputs_for_generation = prepare
+    try:
+        yield
+    finally:
+        if patched_before:
+            llm.prepare_inputs_for_generation = original
+        else:
+            del llm.prepare_inputs_for_generation
 
 
 def _flash_attn_usable() -> bool:
@@ -41,7 +84,8 @@ class InternVLChatModel(PreTrainedModel):
     config_class = InternVLChatConfig
     main_input_name = "pixel_values"
     base_model_prefix = ""
-    _no_split_modules = ["InternVisionModel", "LlamaDecoderLayer", "Phi3DecoderLayer", "Qwen2DecoderLayer"]
+    _no_split_modules = ["InternVisionModel", "LlamaDecoderLayer", "Phi3DecoderLayer", "Qwen2DecoderLayer",
+                         "Qwen3DecoderLayer", "InternLM2DecoderLayer"]
     _supports_flash_attn_2 = True
     _supports_flash_attn = True
     _supports_sdpa = True
@@ -67,6 +111,9 @@ class InternVLChatModel(PreTrainedModel):
             impl = top if top in ("eager", "sdpa", "flash_attention_2") else "sdpa"
         if impl == "flash_attention_2" and not (use_flash_attn and _flash_attn_usable()):
             impl = "sdpa"
+        if self.llm_arch_name in REMOTE_LLMS:  # InternVL2-2B: flash-attn when usable, else eager
+            impl = "flash_attention_2" if impl == "flash_attention_2" else "eager"
+            llm_config.attn_implementation = impl
         llm_config._attn_implementation = impl
         if hasattr(llm_config, "_attn_implementation_autoset"):
             llm_config._attn_implementation_autoset = False
@@ -262,7 +309,9 @@ class InternVLChatModel(PreTrainedModel):
             vit_embeds = visual_features if visual_features is not None else self.extract_feature(pixel_values)
             embeds = self._merge(input_ids, embeds, vit_embeds)
         generate_kwargs.pop("return_dict", None)
-        return self.language_model.generate(inputs_embeds=embeds, attention_mask=attention_mask,
-                                            generation_config=generation_config,
-                                            output_hidden_states=output_hidden_states, use_cache=True,
-                                            **generate_kwargs)
+        fix = self.llm_arch_name in REMOTE_LLMS
+        with _embeds_on_first_step(self.language_model) if fix else contextlib.nullcontext():
+            return self.language_model.generate(inputs_embeds=embeds, attention_mask=attention_mask,
+                                                generation_config=generation_config,
+                                                output_hidden_states=output_hidden_states, use_cache=True,
+                                                **generate_kwargs)
