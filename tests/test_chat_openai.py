@@ -4,8 +4,13 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
+import socket
 import subprocess
+import struct
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -145,3 +150,122 @@ def test_eval_compares_two_models(images: list[Path], tmp_path: Path) -> None:
     assert sent["temperature"] == 0 and count_images(sent["messages"]) == 1
     assert sent["messages"][0]["content"][0]["text"].startswith("Which dish is 0?\nA. 饺子")
     assert table.returncode == 0 and "tuned" in table.stdout and "100.0%" in table.stdout
+
+
+# ------------------------------------------------------------------ endpoint mistakes: one line, the URL and the fix
+def _raw_server(behaviour: str) -> tuple[socket.socket, threading.Thread]:
+    """A TCP server on 127.0.0.1 that ``close``s each connection unanswered, ``cut``s a streamed answer short,
+    or stays ``silent``."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.settimeout(0.2)
+    held: list[socket.socket] = []
+
+    def loop() -> None:
+        while listener.fileno() != -1:
+            try:
+                conn, _ = listener.accept()
+            except OSError:   # timeout (poll again) or closed (the test ended)
+                continue
+            if behaviour == "close":
+                conn.recv(65536)
+                conn.close()
+            elif behaviour == "cut":   # the first words of a streamed answer, then the connection breaks
+                conn.recv(65536)
+                chunk = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "base",
+                         "choices": [{"index": 0, "delta": {"content": "The dish"}, "finish_reason": None}]}
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n"
+                             + f"data: {json.dumps(chunk)}\n\n".encode())
+                time.sleep(0.2)
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))   # reset
+                conn.close()
+            else:
+                held.append(conn)
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    return listener, thread
+
+
+ENDPOINT_CASES = {
+    # case: (exit code, fragments of the one line; {v1} = the API root, {root} = without /v1, {port})
+    "root-without-v1": (2, ["--base-url {root} is not the API root", "Fix: give the API root: {v1}"]),
+    "root-without-v1-no-model": (2, ["{root}/models answered 404", "Fix: give the API root: {v1}"]),
+    "env-root-without-v1": (2, ["OPENAI_BASE_URL {root} is not the API root", "Fix: give the API root: {v1}"]),
+    "wrong-path": (2, ["{root}/api/chat/completions answered 404", "Fix: give the API root: {v1}"]),
+    "chat-completions-appended": (2, ["ends with the request path /chat/completions", "Fix: give the API root: {v1}"]),
+    "no-scheme": (2, ["localhost:{port} has no http:// or https://", "Fix: give the API root: http://localhost:{port}/v1"]),
+    "https-on-http-port": (2, ["127.0.0.1:{port} speaks plain HTTP", "Fix: give the API root with http://: {v1}"]),
+    "html-page": (2, ["{v1}/chat/completions answered 200 with an HTML page", "Fix: give the API root"]),
+    "html-page-no-model": (2, ["{v1}/models answered 200 with an HTML page", "Fix: give the API root"]),
+    "unknown-model": (2, ["model 'nosuch' not found", "serves: base, tuned", "Fix: pass --model with one of: base"]),
+    "no-key": (2, ["{v1}/chat/completions refused the API key (401", "OPENAI_API_KEY is not set"]),
+    "forbidden": (2, ["{v1}/chat/completions denied access (403: refused by the test server)", "Fix: use a key"]),
+    "server-error": (1, ["{v1}/chat/completions answered 500", "Fix: check the server's log"]),
+    "server-loading": (1, ["{v1}/chat/completions is unavailable (503", "Fix: wait until"]),
+    "refused": (1, ["cannot reach the OpenAI-compatible endpoint {v1}/chat/completions: connection refused",
+                    "Fix: start the server"]),
+    "closes-unanswered": (1, ["closed the connection without an HTTP answer to {v1}/chat/completions",
+                              "Fix: check that {port} is the API server's port"]),
+    "silent": (1, ["{v1}/chat/completions accepted the connection but sent no answer", "VLHUB_READ_TIMEOUT"]),
+}
+
+
+@pytest.mark.parametrize("case", list(ENDPOINT_CASES))
+def test_endpoint_mistakes_are_one_line_naming_the_url_and_the_right_form(case: str, tmp_path: Path) -> None:
+    code, fragments = ENDPOINT_CASES[case]
+    env: dict[str, str] = {"VLHUB_READ_TIMEOUT": "2", "VLHUB_CONNECT_TIMEOUT": "2"}
+    model = ["--model", "base"]
+    raw = None
+    with OpenAITestServer(models=("base", "tuned"), api_key=KEY if case == "no-key" else None) as srv:
+        v1 = srv.base_url
+        root, port = v1[:-len("/v1")], str(srv.httpd.server_address[1])
+        url = {"root-without-v1": root, "root-without-v1-no-model": root, "wrong-path": f"{root}/api",
+               "chat-completions-appended": f"{v1}/chat/completions", "no-scheme": f"localhost:{port}",
+               "https-on-http-port": "https" + v1[len("http"):]}.get(case, v1)
+        if case == "root-without-v1-no-model" or case == "html-page-no-model":
+            model = []
+        if case == "unknown-model":
+            model = ["--model", "nosuch"]
+        srv.html = case.startswith("html-page")
+        srv.chat_status = {"forbidden": 403, "server-error": 500, "server-loading": 503}.get(case)
+        if case in ("refused", "closes-unanswered", "silent"):
+            srv.httpd.server_close()
+            if case != "refused":
+                raw, _ = _raw_server("close" if case == "closes-unanswered" else "silent")
+                port = str(raw.getsockname()[1])
+                v1 = url = f"http://127.0.0.1:{port}/v1"
+        args = ["--base-url", url] if case != "env-root-without-v1" else []
+        if case == "env-root-without-v1":
+            env["OPENAI_BASE_URL"] = url = root
+        try:
+            proc = run_vlhub("chat", *args, *model, "-m", "hi", env=env, cwd=tmp_path, timeout=120)
+        finally:
+            if raw is not None:
+                raw.close()
+    wanted = [f.format(v1=v1, root=root, port=port) for f in fragments]
+    one_line_error(proc, code, *wanted)
+    assert "Fix: " in proc.stderr
+    assert not re.search(r"\b[A-Z][A-Za-z0-9]*(Error|Exception)\b", proc.stderr), proc.stderr   # no class names
+    assert KEY not in proc.stderr and list(tmp_path.iterdir()) == []
+
+
+def test_an_answer_cut_off_mid_stream_keeps_what_came_and_says_so(tmp_path: Path) -> None:
+    raw, _ = _raw_server("cut")
+    url = f"http://127.0.0.1:{raw.getsockname()[1]}/v1"
+    try:
+        proc = run_vlhub("chat", "--base-url", url, "--model", "base", "-m", "hi", cwd=tmp_path, timeout=120,
+                         env={"VLHUB_READ_TIMEOUT": "2"})
+    finally:
+        raw.close()
+    one_line_error(proc, 1, f"the answer from {url}/chat/completions was cut off", "Fix: check the server's log")
+    assert proc.stdout.startswith("The dish")
+
+
+def test_a_server_that_does_not_stream_is_still_understood() -> None:
+    with OpenAITestServer(models=("base",)) as srv:
+        srv.ignore_stream = True
+        proc = run_vlhub("chat", "--base-url", srv.base_url, "--model", "base", "-m", "hi")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "base saw 0 image(s) and read: hi"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -240,3 +241,142 @@ def test_output_inside_the_checkpoint_folder_is_refused(built: dict[str, Path]) 
     proc = run_vlhub("convert", str(built["ds"]), "--out", str(inside))
     assert proc.returncode == 2 and "inside" in proc.stderr
     assert not inside.exists()
+
+
+# ------------------------------------------------------------------ checkpoints xtuner's loader cannot read: refused up front
+def _tree(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): (_sha256(p) if p.is_file() else "dir") for p in sorted(root.rglob("*"))}
+
+
+def _work(built: dict[str, Path], root: Path, *steps: int, config: str | None = None) -> Path:
+    """A work folder like xtuner's: copies of the DeepSpeed ZeRO-2 checkpoint as iter_N.pth/, config.py beside."""
+    work = root / "work_dirs" / "food"
+    work.mkdir(parents=True)
+    for step in steps:
+        shutil.copytree(built["ds"], work / f"iter_{step}.pth")
+    (work / "config.py").write_text(config or built["config"].read_text())
+    (work / "last_checkpoint").write_text(str(work / f"iter_{steps[-1]}.pth"))
+    return work
+
+
+def _refused(root: Path, args: list[str], code: int, *needles: str, env: dict[str, str] | None = None) -> str:
+    """Run ``vlhub convert ARGS --out root/out`` in ``root``: one Error line with every needle and a fix, no
+    traceback, no exception class name, nothing written and nothing changed under ``root``."""
+    before = _tree(root)
+    proc = run_vlhub("convert", *args, "--out", str(root / "out"), cwd=root, timeout=300, env=env)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == code, proc.stderr[-3000:]
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and "Fix: " in lines[0], proc.stderr[-3000:]
+    assert all(n in lines[0] for n in needles), lines[0]
+    assert "Traceback" not in proc.stderr and "env check" not in lines[0]
+    assert not re.search(r"\b[A-Z][A-Za-z0-9]*(Error|Exception)\b", lines[0]), lines[0]
+    assert not (root / "out").exists() and _tree(root) == before
+    return lines[0]
+
+
+def test_deepspeed_folder_without_optimizer_states_names_them(built: dict[str, Path], tmp_path: Path) -> None:
+    work = _work(built, tmp_path, 2)
+    (work / "iter_2.pth" / "bf16_zero_pp_rank_0_mp_rank_00_optim_states.pt").unlink()
+    line = _refused(tmp_path, [str(work / "iter_2.pth")], 2, "iter_2.pth/ (ZeRO-2, 1 rank) lacks its optimizer states",
+                    "missing bf16_zero_pp_rank_0_mp_rank_00_optim_states.pt", "Fix: copy the missing files back")
+    assert "earlier complete checkpoint" not in line
+
+
+def test_deepspeed_folder_suggests_the_newest_complete_checkpoint(built: dict[str, Path], tmp_path: Path) -> None:
+    work = _work(built, tmp_path, 1, 2)
+    (work / "iter_2.pth" / "mp_rank_00_model_states.pt").unlink()
+    _refused(tmp_path, [str(work / "iter_2.pth")], 2, "lacks files xtuner's loader reads: missing mp_rank_00_model_states.pt",
+             f"or convert an earlier complete checkpoint: vlhub convert {work / 'iter_1.pth'}")
+
+
+def test_deepspeed_run_by_id_with_a_rank_missing(built: dict[str, Path], tmp_path: Path) -> None:
+    """A run's last checkpoint (by run id) written by 2 ranks, rank 1's optimizer states left on another machine."""
+    home = tmp_path / "home"
+    run_dir = home / "runs" / "20261124-000000-train-rank"
+    work = run_dir / "work"
+    shutil.copytree(built["ds"], work / "iter_2.pth")
+    state = work / "iter_2.pth" / "bf16_zero_pp_rank_0_mp_rank_00_optim_states.pt"
+    _set_partition_count(state, [2])     # what rank 0 of a 2-rank run records
+    (work / "last_checkpoint").write_text(str(work / "iter_2.pth"))
+    (run_dir / "run.json").write_text(json.dumps({"id": run_dir.name, "kind": "train", "status": "running",
+                                                  "config": str(built["config"])}))
+    _refused(tmp_path, [run_dir.name], 2, "(ZeRO-2, 2 ranks)", "missing bf16_zero_pp_rank_1_mp_rank_00_optim_states.pt",
+             f"if run {run_dir.name} is still saving this checkpoint, wait for it", env={"VLHUB_HOME": str(home)})
+
+
+def _set_partition_count(state: Path, count: list[int]) -> None:
+    """Rewrite an optimizer-states file as rank 0 of a run of ``max(count)`` ranks records it."""
+    script = ("import sys, json, torch\n"
+              "d = torch.load(sys.argv[1], weights_only=False)\n"
+              "d['optimizer_state_dict']['partition_count'] = json.loads(sys.argv[2])\n"
+              "torch.save(d, sys.argv[1])\n")
+    proc = subprocess.run([str(train_python()), "-c", script, str(state), json.dumps(count)], capture_output=True,
+                          text=True, timeout=120, env=stage.clean_env(None, train_python()))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_a_file_inside_the_checkpoint_folder_points_at_the_folder(built: dict[str, Path], tmp_path: Path) -> None:
+    work = _work(built, tmp_path, 2)
+    _refused(tmp_path, [str(work / "iter_2.pth" / "mp_rank_00_model_states.pt")], 2,
+             "is a file inside the DeepSpeed checkpoint folder", "Fix: pass the folder iter_2.pth/, not a file inside it")
+
+
+def test_a_work_folder_lists_its_checkpoints(built: dict[str, Path], tmp_path: Path) -> None:
+    work = _work(built, tmp_path, 1, 2)
+    _refused(tmp_path, ["work_dirs/food"], 2, "work_dirs/food is a training work folder, not a checkpoint",
+             "iter_1.pth/, iter_2.pth/ (last: iter_2.pth)", "Fix: pass one checkpoint, e.g. the last: "
+             "vlhub convert work_dirs/food/iter_2.pth")
+    _refused(tmp_path, ["work_dirs/food/iter_2.pth:"], 2, "but work_dirs/food/iter_2.pth does", "stray ':'")
+    assert work.is_dir()
+
+
+def test_a_base_model_that_is_not_here_is_named_with_the_config_line(built: dict[str, Path], tmp_path: Path) -> None:
+    text = built["config"].read_text().replace(repr(str(built["model"])), "'/data/models/InternVL2-2B'")
+    work = _work(built, tmp_path, 2, config=text)
+    line = _refused(tmp_path, [str(work / "iter_2.pth")], 2, f"{work / 'config.py'}: the base model folder "
+                    "/data/models/InternVL2-2B (line ", "does not exist here", "--config")
+    assert "model_path = '/data/models/InternVL2-2B'" in line
+    hub = _work(built, tmp_path / "hub", 2, config=built["config"].read_text().replace(
+        repr(str(built["model"])), "'OpenGVLab/InternVL2-2B'"))
+    _refused(tmp_path / "hub", [str(hub / "iter_2.pth")], 2, "OpenGVLab/InternVL2-2B", "is a hub id",
+             "huggingface-cli download OpenGVLab/InternVL2-2B")
+
+
+def test_a_damaged_state_file_is_named(built: dict[str, Path], tmp_path: Path) -> None:
+    work = _work(built, tmp_path, 2)
+    state = work / "iter_2.pth" / "bf16_zero_pp_rank_0_mp_rank_00_optim_states.pt"
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])   # a copy cut short
+    _refused(tmp_path, [str(work / "iter_2.pth")], 2, f"{state} is damaged or not a DeepSpeed state file",
+             "Fix: copy the file again")
+
+
+def test_the_check_asks_for_what_xtuners_loader_reads_and_no_more(built: dict[str, Path], tmp_path: Path) -> None:
+    """Folders the check passes load with xtuner's ``guess_load_checkpoint``; folders it refuses do not."""
+    from vlhub.core.errors import BadInput
+    from vlhub.plugins.converters.deepspeed import check_folder
+
+    folders = {}
+    for name, drop in (("complete", None), ("no-optim", "bf16_zero_pp_rank_0_mp_rank_00_optim_states.pt"),
+                       ("no-model", "mp_rank_00_model_states.pt"), ("extra-rank", None)):
+        folder = tmp_path / name / "iter_2.pth"
+        shutil.copytree(built["ds"], folder)
+        if drop:
+            (folder / drop).unlink()
+        folders[name] = folder
+    shutil.copy(folders["extra-rank"] / "bf16_zero_pp_rank_0_mp_rank_00_optim_states.pt",
+                folders["extra-rank"] / "bf16_zero_pp_rank_1_mp_rank_00_optim_states.pt")   # left from another run
+    (folders["complete"].parent / "latest").unlink(missing_ok=True)   # DeepSpeed's `latest` is not read
+    verdicts = {}
+    for name, folder in folders.items():
+        try:
+            check_folder(folder, strict=True)
+            verdicts[name] = True
+        except BadInput as exc:
+            verdicts[name] = False
+            assert "extra" not in name or "holds 2 *_optim_states.pt files for 1 rank(s)" in exc.message
+    load = ("import json, sys\nfrom xtuner.model.utils import guess_load_checkpoint\nout = {}\n"
+            "for path in sys.argv[1:]:\n    try:\n        guess_load_checkpoint(path); out[path] = True\n"
+            "    except Exception:\n        out[path] = False\nprint(json.dumps(out))\n")
+    loaded = _stage(load, *(str(f) for f in folders.values()))
+    assert verdicts == {name: loaded[str(f)] for name, f in folders.items()} == \
+        {"complete": True, "no-optim": False, "no-model": False, "extra-rank": False}

@@ -175,3 +175,35 @@ def test_zero3_checkpoint_converts_and_verifies(zero3: dict[str, Any]) -> None:
     assert verified["chat"]["new_tokens"] > 0
     provenance = json.loads((out / "vlhub_provenance.json").read_text())
     assert provenance["checkpoint"]["layout"] == "deepspeed"
+
+
+def test_zero3_shards_of_fewer_ranks_are_refused_naming_the_missing_ones(zero3: dict[str, Any], tmp_path) -> None:
+    """Rank 1's files left on the other machine: the missing optimizer states are named (exit 2, one line, no
+    worker started); rank 1's model states alone are not needed (xtuner saves no frozen weights in them), and
+    xtuner's loader indeed reads the folder without them."""
+    from vlhub.plugins.converters.deepspeed import check_folder
+
+    half = tmp_path / "half" / "iter_2.pth"
+    shutil.copytree(zero3["ckpt"], half)
+    for name in ("bf16_zero_pp_rank_1_mp_rank_00_optim_states.pt", "zero_pp_rank_1_mp_rank_00_model_states.pt"):
+        (half / name).unlink()
+    shutil.copy(zero3["ckpt"].parent / "config.py", half.parent / "config.py")
+    before = sorted(p.name for p in half.iterdir())
+    proc = run_vlhub("convert", str(half), "--out", str(tmp_path / "out"), timeout=300)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert "(ZeRO-3, 2 ranks) lacks files xtuner's loader reads: missing " \
+           "bf16_zero_pp_rank_1_mp_rank_00_optim_states.pt. Fix: copy the missing files back" in lines[0], lines[0]
+    assert "model_states" not in lines[0].split("Fix:")[0]
+    assert not (tmp_path / "out").exists() and sorted(p.name for p in half.iterdir()) == before
+
+    models_of_rank_0 = tmp_path / "rank0-model" / "iter_2.pth"
+    shutil.copytree(zero3["ckpt"], models_of_rank_0)
+    (models_of_rank_0 / "zero_pp_rank_1_mp_rank_00_model_states.pt").unlink()
+    assert check_folder(models_of_rank_0, strict=True) == {
+        "stage": 3, "world_size": 2, "files": sorted(p.name for p in models_of_rank_0.iterdir())}
+    proc = subprocess.run([str(train_python()), "-c", LOAD, str(models_of_rank_0), str(zero3["root"] / "expected_lora.pt")],
+                          capture_output=True, text=True, timeout=120, env=stage.clean_env(None, train_python()))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert seen["keys"] == seen["expected"]

@@ -21,7 +21,7 @@ from vlhub.core.types import ChatTemplate, Converted, Option, ProgressCallback
 from vlhub.core.worker import run_worker
 
 from ..workers import TRAIN_ENV, script
-from .source import Source, check_output, locate, resolve
+from .source import Source, check_checkpoint, check_output, locate, resolve
 
 OPTIONS = (
     Option("config", "The xtuner config the checkpoint was trained with (default: the run's, or the one beside it)."),
@@ -77,15 +77,14 @@ class XtunerConverter:
         """
         found = resolve(source, options.get("config"))
         out = check_output(out, found, bool(options.get("force")))
+        check_checkpoint(found)              # missing DeepSpeed files: named before anything runs
         info = inspect(found.config)
         if info["model_type"] not in self.model_types:
             raise BadInput(f"{found.config} trains a {info['model_type']}; the {self.name} converter handles "
                            f"{', '.join(self.model_types)}", "`vlhub convert` picks the converter itself; "
                            "drop --converter")
-        base = Path(info["base_model"] or "")
-        if not (base / "config.json").is_file():
-            raise BadInput(f"the config's base model {info['base_model']!r} is not a local model folder",
-                           "download it and point the config's model path at the folder")
+        base = check_base_model(found.config, info.get("base_model"), explicit=bool(options.get("config")))
+        check_checkpoint(found, strict=True)  # placeholder or damaged state files
         template = choose_template(base, options.get("template"), info.get("prompt_template"))
         verify = {"enabled": bool(options.get("verify", True)), "image": options.get("image"), "samples": 4}
         try:
@@ -121,6 +120,48 @@ class XtunerConverter:
                              "lmdeploy_name": template.lmdeploy_name, "stop_token_ids": result["stop_token_ids"]},
                 "remote_code_copied": result["remote_code"], "stage_versions": env.get("versions", {}),
                 "verified": result.get("verified") or {}}
+
+
+def _line_of(config: Path, value: str) -> str:
+    """`` (line N: `path = '...'`)`` for the config line that holds ``value`` as a string literal, else ``""``."""
+    try:
+        lines = Path(config).read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return ""
+    for number, line in enumerate(lines, 1):
+        if f"'{value}'" in line or f'"{value}"' in line:
+            return f" (line {number}: `{' '.join(line.split())[:120]}`)"
+    return ""
+
+
+def check_base_model(config: Path, value: Any, explicit: bool = False) -> Path:
+    """The base model folder the config names, or a one-line error naming the config, its line and the fix.
+
+    The conversion reads the base weights from disk (LoRA is merged into them): a hub id, a path from
+    the training machine or a moved folder is refused before anything is written.
+    """
+    where = f"--config {config}" if explicit else f"the training config {config}"
+    edit = (f"edit that path in {config} to the base model's folder on this machine (or pass --config with a "
+            f"copy that points at it)")
+    value = str(value) if value else None
+    if not value:
+        raise BadInput(f"{where} names no base model (model_path or llm.pretrained_model_name_or_path)",
+                       "pass the config the run trained with (--config CONFIG.py)")
+    base = Path(value).expanduser()
+    line = _line_of(config, value)
+    if (base / "config.json").is_file():
+        return base
+    if base.is_dir():
+        raise BadInput(f"{where}: the base model folder {value}{line} has no config.json",
+                       f"{edit}: the folder with config.json, the tokenizer and the weights")
+    hub_id = not base.is_absolute() and not value.startswith(("./", "../", "~")) and value.count("/") == 1
+    if hub_id:
+        raise BadInput(f"{where}: the base model {value}{line} is a hub id, not a folder here; the conversion "
+                       f"merges into the base weights on disk",
+                       f"download it (e.g. `huggingface-cli download {value} --local-dir models/"
+                       f"{value.split('/')[-1]}`), then {edit}")
+    raise BadInput(f"{where}: the base model folder {value}{line} does not exist here (moved, or a path from the "
+                   f"training machine)", f"{edit}")
 
 
 def choose_template(base: Path, name: str | None, trained_with: str | None) -> ChatTemplate:

@@ -383,6 +383,17 @@ TRAIN = [
     Case("deleted-run-resume", "train", _deleted_run("train", "--resume"), "the folder may have been deleted"),
     Case("deleted-run-show", "train", _deleted_run("run", "show"), "the folder may have been deleted"),
     Case("deleted-run-stop", "train", _deleted_run("run", "stop"), "the folder may have been deleted"),
+    # the trainer's own record check (in the train env): a record xtuner would strip the <image> of
+    Case("record-xtuner-cannot-train", "train",
+         lambda ctx: ["train", "--model", str(ctx.shared.model), "--data",
+                      _strict(lambda c, root: {"conversations": RECORD["conversations"]})(ctx)[2],
+                      "--dry-run", "--batch-size", "1", "--grad-accum", "1"],
+         "1 of 2 records cannot be trained by xtuner (first: record 1 (conversations): 1 <image> placeholder(s) "
+         "for 0 image(s)"),
+    Case("max-length-cuts-image-tokens", "train", _train(_shared_model, "--max-length", "100", "--batch-size", "1"),
+         "--max-length 100 would cut image tokens"),
+    Case("trainer-check-without-model", "train",
+         _validate("chat.json", json.dumps([RECORD]), "--trainer", "xtuner"), "--trainer xtuner needs --model"),
 ]
 
 
@@ -485,6 +496,37 @@ CONVERT = [
                                                                  str(ctx.work / "out"), "--no-verify"],
          "is not a checkpoint of an InternVL model"),
     Case("full-disk", "convert", _full_disk, "is full (No space left on device)", code=1),
+    # DeepSpeed folders xtuner's loader cannot read, and the usual mix-ups of what to pass
+    Case("deepspeed-optim-states-deleted", "convert",
+         lambda ctx: ["convert", str(_fake_ds(ctx)), "--out", str(ctx.work / "out")], "lacks its optimizer states"),
+    Case("deepspeed-rank-missing", "convert",
+         lambda ctx: ["convert", str((f := _fake_ds(ctx), [(f / f"bf16_zero_pp_rank_{r}_mp_rank_00_optim_states.pt")
+                                                           .write_bytes(b"state") for r in (0, 2)])[0]),
+                      "--out", str(ctx.work / "out")], "missing bf16_zero_pp_rank_1_mp_rank_00_optim_states.pt"),
+    Case("deepspeed-file-inside-folder", "convert",
+         lambda ctx: ["convert", str(_fake_ds(ctx) / "mp_rank_00_model_states.pt"), "--out", str(ctx.work / "out")],
+         "/, not a file inside it"),
+    Case("work-folder-not-checkpoint", "convert",
+         lambda ctx: ["convert", str(_fake_ds(ctx).parent), "--out", str(ctx.work / "out")],
+         "is a training work folder, not a checkpoint: it holds 1 checkpoint: iter_4.pth/"),
+    Case("checkpoint-path-trailing-colon", "convert",
+         lambda ctx: ["convert", f"{_fake_ds(ctx)}:", "--out", str(ctx.work / "out")], "(the path ends in a stray ':')"),
+    Case("config-base-model-moved", "convert",
+         lambda ctx: ["convert", str((f := _fake_ds(ctx), (f / "bf16_zero_pp_rank_0_mp_rank_00_optim_states.pt")
+                                      .write_bytes(b"state"), (f.parent / "config.py").write_text(
+                                          (f.parent / "config.py").read_text().replace(
+                                              str(ctx.shared.model), "/data/models/InternVL2-2B")))[0]),
+                      "--out", str(ctx.work / "out")], "the base model folder /data/models/InternVL2-2B (line"),
+    Case("config-base-model-hub-id", "convert",
+         lambda ctx: ["convert", str((f := _fake_ds(ctx), (f / "bf16_zero_pp_rank_0_mp_rank_00_optim_states.pt")
+                                      .write_bytes(b"state"), (f.parent / "config.py").write_text(
+                                          (f.parent / "config.py").read_text().replace(
+                                              str(ctx.shared.model), "OpenGVLab/InternVL2-2B")))[0]),
+                      "--out", str(ctx.work / "out")], "OpenGVLab/InternVL2-2B (line"),
+    Case("deepspeed-placeholder-states", "convert",
+         lambda ctx: ["convert", str((f := _fake_ds(ctx), (f / "bf16_zero_pp_rank_0_mp_rank_00_optim_states.pt")
+                                      .write_bytes(b"state"))[0]), "--out", str(ctx.work / "out")],
+         "is damaged or not a DeepSpeed state file"),
 ]
 
 
@@ -521,6 +563,30 @@ CHAT = [
     Case("export-is-a-folder", "chat", lambda ctx: _chat("--model", "base", "--export", str(ctx.work))(ctx),
          "is a folder"),
     Case("model-folder-missing", "chat", lambda ctx: ["chat", str(ctx.work / "no-model"), "-m", "hi"], "no-model"),
+    # --base-url mistakes: each names the URL and the right form (give the API root: http://HOST:PORT/v1)
+    Case("endpoint-without-v1", "chat", lambda ctx: ["chat", "--base-url", ctx.shared.openai.base_url[:-3], "--model",
+                                                      "base", "-m", "hi"], "is not the API root"),
+    Case("endpoint-env-without-v1", "chat", lambda ctx: (ctx.env.update(OPENAI_BASE_URL=ctx.shared.openai.base_url[:-3]),
+                                                          ["chat", "--model", "base", "-m", "hi"])[1],
+         "OPENAI_BASE_URL http://127.0.0.1:"),
+    Case("endpoint-with-chat-completions", "chat",
+         lambda ctx: ["chat", "--base-url", ctx.shared.openai.base_url + "/chat/completions", "--model", "base", "-m",
+                      "hi"], "ends with the request path /chat/completions"),
+    Case("endpoint-without-scheme", "chat",
+         lambda ctx: ["chat", "--base-url", ctx.shared.openai.base_url.split("://")[1].replace("/v1", ""), "--model",
+                      "base", "-m", "hi"], "has no http:// or https:// in front. Fix: give the API root: http://"),
+    Case("endpoint-https-on-plain-http", "chat",
+         lambda ctx: ["chat", "--base-url", "https://" + ctx.shared.openai.base_url.split("://")[1], "--model", "base",
+                      "-m", "hi"], "speaks plain HTTP, not https"),
+    Case("endpoint-serves-html", "chat",
+         lambda ctx: (ctx.env.update(_set(lambda c: c.shared.openai, html=True)(ctx)), _chat("--model", "base")(ctx))[1],
+         "answered 200 with an HTML page"),
+    Case("endpoint-forbidden", "chat",
+         lambda ctx: (ctx.env.update(_set(lambda c: c.shared.openai, chat_status=403)(ctx)),
+                      _chat("--model", "base")(ctx))[1], "denied access (403"),
+    Case("endpoint-server-error", "chat",
+         lambda ctx: (ctx.env.update(_set(lambda c: c.shared.openai, chat_status=500)(ctx)),
+                      _chat("--model", "base")(ctx))[1], "answered 500", code=1),
 ]
 
 

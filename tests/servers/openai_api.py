@@ -45,6 +45,10 @@ class OpenAITestServer:
         self.models = list(models)
         self.api_key = api_key
         self.answer = answer
+        self.html = False                    # every request answered with an HTML page (status 200)
+        self.chat_status: int | None = None  # chat completions answered with this status ...
+        self.chat_error = "refused by the test server"   # ... and this error message
+        self.ignore_stream = False           # streamed requests answered with one JSON completion
         self.requests: list[dict[str, Any]] = []
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
@@ -76,6 +80,17 @@ class OpenAITestServer:
                 self.end_headers()
                 self.wfile.write(body)
 
+            def _page(self) -> bool:
+                if not server.html:
+                    return False
+                body = b"<!doctype html><html><head><title>Chat UI</title></head><body>web UI</body></html>"
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return True
+
             def _authorised(self) -> bool:
                 if server.api_key and self.headers.get("Authorization") != f"Bearer {server.api_key}":
                     self._json(401, {"error": {"message": "invalid api key", "type": "invalid_request_error"}})
@@ -84,7 +99,7 @@ class OpenAITestServer:
 
             def do_GET(self) -> None:
                 server.requests.append({"path": self.path, "headers": dict(self.headers), "body": None})
-                if not self._authorised():
+                if self._page() or not self._authorised():
                     return
                 if self.path.rstrip("/") == "/v1/models":
                     self._json(200, {"object": "list", "data": [
@@ -94,20 +109,26 @@ class OpenAITestServer:
 
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                body = json.loads(raw or b"{}")
+                try:
+                    body = json.loads(raw or b"{}")
+                except ValueError:
+                    body = {}
                 server.requests.append({"path": self.path, "headers": dict(self.headers), "body": body,
                                         "raw": raw.decode("utf-8", "replace")})
-                if not self._authorised():
+                if self._page() or not self._authorised():
                     return
                 if self.path.rstrip("/") != "/v1/chat/completions":
                     self._json(404, {"error": {"message": "not found"}})
+                    return
+                if server.chat_status:
+                    self._json(server.chat_status, {"error": {"message": server.chat_error, "type": "test"}})
                     return
                 model = body.get("model", "")
                 if model not in server.models:
                     self._json(404, {"error": {"message": f"model {model} not found", "type": "NotFoundError"}})
                     return
                 text = server.answer(model, body.get("messages", []))
-                if body.get("stream"):
+                if body.get("stream") and not server.ignore_stream:
                     self._stream(model, text)
                 else:
                     self._json(200, {"id": "cmpl-test", "object": "chat.completion", "created": int(time.time()),
