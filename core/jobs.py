@@ -14,6 +14,8 @@ never stops it, and ``vlhub runs`` lists it next to the training runs. A job is 
                     the job process (:func:`vlhub.core.runs.process_record`)
     progress        the latest :class:`~vlhub.core.types.Progress` of each task, by task
     result / error  the call's JSON-ready result, or its one-line error and ``exit_code``
+    error_detail    the error's catalog key and arguments (or English message and fix), so that a page
+                    shows it in its own language (:func:`job_error`)
 
 The process is ``python -m vlhub.core.jobs RUN_DIR``; it reads the arguments, unredacted, from
 its standard input (they are never written to a file) and writes its output to ``output.log``
@@ -22,14 +24,16 @@ in the run folder. Every action calls the same core function as its CLI verb.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 import traceback
 from pathlib import Path
 from typing import Any, Callable
 
+from . import messages
 from .boundary import user_error
-from .errors import BadInput
+from .errors import BadInput, VlhubError
 from .lifecycle import refresh
 from .runs import ProgressRecorder, Run, claim, list_runs, load_run, process_record, start_detached
 from .stage import clean_env
@@ -72,7 +76,13 @@ def _train_plan(a: dict[str, Any], progress: ProgressCallback, run: Run) -> Any:
 
     run, plan = train.plan(Path(a["model"]), Path(a["data"]), a["options"], a["trainer"])
     if a["launch"]:
-        run = train.launch(plan)
+        try:
+            run = train.launch(plan)
+        except BaseException:
+            # a refused start (no GPU, no train environment) leaves no "planned" run behind: the job's error says why
+            if load_run(run.dir).status == "planned":
+                shutil.rmtree(run.dir, ignore_errors=True)
+            raise
     return {"run_id": run.id, "status": run.status, "plan": to_dict(plan)}
 
 
@@ -168,6 +178,30 @@ def progress(run: Run) -> dict[str, Progress]:
     return events
 
 
+def error_detail(error: VlhubError) -> dict[str, Any]:
+    """What a page needs to show a job's error in its own language (:meth:`VlhubError.localized`):
+    the catalog key and its arguments, or the English message and fix; and ``where``."""
+    params = json.loads(json.dumps(error.params, default=str))  # JSON-ready (paths as text)
+    return {"key": error.key, "params": params, "where": error.where,
+            "message": "" if error.key else error.message, "hint": "" if error.key else error.hint}
+
+
+def job_error(detail: Any) -> VlhubError | None:
+    """The :class:`VlhubError` a job recorded (``run.json``'s ``error_detail``), to show it localized;
+    ``None`` when the job recorded none (or an unreadable one)."""
+    if not isinstance(detail, dict):
+        return None
+    key, params = detail.get("key") or "", detail.get("params") if isinstance(detail.get("params"), dict) else {}
+    try:
+        if key in messages.CATALOG:
+            return VlhubError(key, where=str(detail.get("where") or ""), **params)
+        if detail.get("message"):
+            return VlhubError(str(detail["message"]), str(detail.get("hint") or ""), where=str(detail.get("where") or ""))
+    except (KeyError, TypeError, ValueError, IndexError):  # a key whose arguments changed since
+        return None
+    return None
+
+
 def run_job(folder: Path, args: dict[str, Any]) -> int:
     """The detached job process's body: run the action of the job run in ``folder`` and record the outcome.
 
@@ -186,7 +220,8 @@ def run_job(folder: Path, args: dict[str, Any]) -> int:
         error = user_error(exc)
         if error is not exc:
             traceback.print_exc()
-        outcome = {"status": "failed", "error": error.one_line(), "exit_code": error.exit_code}
+        outcome = {"status": "failed", "error": error.one_line(), "exit_code": error.exit_code,
+                   "error_detail": error_detail(error)}
     recorder.flush()
     run.update(**outcome, ended=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     return 0 if outcome["status"] == "done" else outcome["exit_code"]

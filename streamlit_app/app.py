@@ -1,13 +1,20 @@
-"""Entry script for ``streamlit run``: navigation and the language switch."""
+"""Entry script for ``streamlit run``: navigation and the language switch.
+
+The language survives a reload and a new session: it starts from ``?lang=`` in the URL, else the one
+remembered under ``$VLHUB_HOME/ui/forms.json``, and every change is remembered there.
+"""
 from __future__ import annotations
 
 import streamlit as st
 
-from vlhub.streamlit_app.text import LANGUAGES, t
+from vlhub.streamlit_app.text import LANGUAGES, initial_language, remember_language, t
 
 st.set_page_config(page_title="vlhub", layout="wide")
+if st.session_state.get("lang") not in LANGUAGES:
+    st.session_state["lang"] = initial_language()
 with st.sidebar:
     st.selectbox(t("lang.label"), list(LANGUAGES), format_func=LANGUAGES.get, key="lang")
+remember_language()
 
 PAGES = [
     st.Page("views/home.py", title=t("nav.home"), default=True),

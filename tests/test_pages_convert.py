@@ -11,6 +11,7 @@ from streamlit.testing.v1 import AppTest
 from conftest import ROOT
 from test_convert_internvl import built  # noqa: F401  (the module's checkpoint fixture)
 from test_pages_data import settle
+from vlhub.streamlit_app import jobs
 
 PAGE = str(ROOT / "streamlit_app" / "views" / "convert.py")
 
@@ -58,8 +59,17 @@ def test_converts_and_verifies_a_real_checkpoint(built: dict[str, Path], tmp_pat
     out = tmp_path / "converted"
     at = page()
     from_path(at, built["file"], out)
-    convert_button(at).click().run()
+    assert f"vlhub convert {built['file']} --out {out}" in [c.value for c in at.code]  # the command preview
+    button = convert_button(at)
+    button.click().run()
+    assert convert_button(at).disabled  # while the conversion runs
+    button.click().run()  # a double click: one conversion, never "already exists"
+    assert any("is already running — following it" in c.value for c in at.caption)
+    if jobs.latest("convert").active:  # its first seconds say what it does
+        assert any(s.label.startswith("Converting") for s in at.status)
+        assert any(c.value.startswith(("Starting the conversion", "convert")) for c in at.caption)
     job = settle(at, "convert", timeout=300)
     assert job.status == "done", job.error
+    assert len(jobs.recent("convert")) == 1 and not at.error, [e.value for e in at.error]
     assert (out / "vlhub_provenance.json").is_file() and (out / "config.json").is_file()
     assert [s.value for s in at.success] == [f"Converted and verified: {out}"]

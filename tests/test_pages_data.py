@@ -66,15 +66,43 @@ def test_prepares_a_fixture_and_shows_report_and_preview(tmp_path: Path) -> None
     at.text_input(key="data.source").set_value(str(source))
     at.text_input(key="data.out.foodieqa").set_value(str(out))
     at.text_input(key="data.opt.foodieqa.val_fraction").set_value("0.25")
-    next(b for b in at.button if b.label == "Prepare").click().run()
+    at.run()
+    assert f"vlhub data prepare foodieqa --source {source} --out {out} --opt val_fraction=0.25" in \
+        [c.value for c in at.code]  # the command preview
+    prepare = next(b for b in at.button if b.label == "Prepare")
+    prepare.click().run()
+    if jobs.latest("data.prepare").active:
+        assert next(b for b in at.button if b.label == "Prepare").disabled  # while its job runs
+        assert any("is already running — following it" in c.value for c in at.caption)
+    prepare.click().run()  # a double click: the second click finds the button disabled
     job = settle(at, "data.prepare")
     assert job.status == "done", job.error
+    assert len(jobs.recent("data.prepare")) == 1 and not at.error
     assert (out / "train.json").is_file() and (out / "prepared.json").is_file()
     assert job.args["options"] == {"val_fraction": "0.25"}  # only what differs from the plugin's defaults
     assert any(s.value.startswith("Prepared 17 records") and str(out) in s.value for s in at.success)
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["records"] == "17" and metrics["images"] == "9"
     assert len(at.get("vega_lite_chart")) >= 3  # splits, answer lengths, categories
+    lengths = at.get("vega_lite_chart")[1].proto.spec
+    assert '"sort":null' in lengths.replace(" ", "") or '"sort": null' in lengths  # bins in length order
     assert len(at.get("image")) == 8  # the preview grid: two rows of four
     captions = " ".join(c.value for c in at.caption)
     assert "Q: 图片中的食物是哪个地区的特色美食？" in captions and "A: 川，图中的菜是麻婆豆腐" in captions
+
+
+def test_a_job_error_speaks_the_pages_language_with_its_labels(tmp_path: Path) -> None:
+    source = make_foodieqa(tmp_path / "src")
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "notes.txt").write_text("not vlhub's")
+    at = page("zh")
+    at.selectbox(key="data.name").set_value("foodieqa").run()
+    at.text_input(key="data.source").set_value(str(source))
+    at.text_input(key="data.out.foodieqa").set_value(str(out)).run()
+    assert any("已存在且包含其他文件" in c.value for c in at.caption)  # checked as typed, before any job
+    next(b for b in at.button if b.label == "开始准备").click().run()
+    job = settle(at, "data.prepare")
+    assert job.status == "failed" and "--out" in job.error  # the job records the CLI's words
+    shown = at.error[0].value
+    assert "“要创建的数据文件夹”" in shown and "--out" not in shown and "解决办法" in shown, shown

@@ -53,3 +53,14 @@ def test_a_finished_converted_and_published_run(tmp_path: Path) -> None:
     runs.new_run("publish", folder=str(model.resolve()), targets=["git:http://x/o/n"]).update(status="done")
     states, nxt = steps()
     assert states[-1] == "done" and nxt.startswith("Next: everything is done")
+
+
+def test_running_jobs_and_runs_refresh_the_home_page() -> None:
+    """While a run or a job is active the stepper polls by itself; the jobs that run are listed as running."""
+    alive = psutil.Process()  # a live process stands for the job's
+    runs.new_run("convert", action="convert", label="Converting iter_8.pth", spec={}) \
+        .update(status="running", **runs.process_record(alive, "pid"))
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    assert any(m.value.startswith("- ⏳ running · Converting iter_8.pth") for m in at.markdown)

@@ -12,6 +12,7 @@ from conftest import ROOT
 from publish_helpers import MB, git_and_hub, make_model
 from servers.git_lfs import GitLfsServer
 from test_pages_data import settle
+from vlhub.streamlit_app import jobs
 
 PAGE = str(ROOT / "streamlit_app" / "views" / "publish.py")
 CANARY = "canary-page-7d1c55e0"
@@ -61,7 +62,8 @@ def test_a_bad_target_shows_in_the_preflight_table(tmp_path: Path) -> None:
     button(at, "Preflight (send nothing)").click().run()
     settle(at, "publish")
     table = at.dataframe[-1].value.to_dict("list")
-    assert table["ok"] == ["no"] and "is not a valid repository name" in table["problem"][0]
+    assert table["ok"] == ["no"]
+    assert [e.value for e in at.error if "is not a valid repository name" in e.value]  # whole, in a red box
 
 
 @pytest.fixture
@@ -77,8 +79,11 @@ def test_preflight_then_publish_to_two_targets(servers: tuple[GitLfsServer, Any]
     choose(at, model, {"git": git.repo_url(REPO), "hf": REPO})
     assert "$VLHUB_GIT_TOKEN" in shown(at) and "$HF_TOKEN" in shown(at)  # where the tokens were found
 
-    button(at, "Preflight (send nothing)").click().run()
+    preflight = button(at, "Preflight (send nothing)")
+    preflight.click().run()
+    preflight.click().run()  # a double click: one preflight
     settle(at, "publish")
+    assert len(jobs.recent("publish")) == 1
     summary = at.dataframe[-3].value.to_dict("list")
     assert summary["target"] == [f"git:{git.repo_url(REPO)}", f"hf:{REPO}"] and summary["ok"] == ["yes", "yes"]
     files = at.dataframe[-2].value.to_dict("list")
@@ -91,11 +96,15 @@ def test_preflight_then_publish_to_two_targets(servers: tuple[GitLfsServer, Any]
     button(at, "Save as the folder's README.md").click().run()
     assert "我们的美食问答模型。" in (model / "README.md").read_text()
 
-    button(at, "Publish").click().run()
+    publish = button(at, "Publish")
+    publish.click().run()
+    publish.click().run()  # a double click: one publish
     settle(at, "publish")
+    assert len(jobs.recent("publish")) == 2 and len(jobs.recent("publish", dry=False)) == 1
     assert not at.error, [e.value for e in at.error]
     done = [s.value for s in at.success if "sent" in s.value]
     assert len(done) == 2 and git.repo_url(REPO) in done[0] and REPO in done[1]
+    assert all("](http" in d for d in done)  # a link of its own: text after it (中文 punctuation) stays out of it
     assert "README.md" in git.ls_tree(REPO, "main") and git.is_pointer(REPO, "main", "model.safetensors")
     assert "我们的美食问答模型。" in git.read_blob(REPO, "main", "README.md").decode()
     assert "model.safetensors" in hub.files(REPO)

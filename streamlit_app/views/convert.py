@@ -1,37 +1,56 @@
-"""Convert: pick a run and checkpoint (or a checkpoint path), convert in the background, show the verification."""
+"""Convert: pick a run and checkpoint (or a checkpoint path), convert in the background, show the verification.
+
+Every field stays across page switches and reloads; Convert is disabled while the same conversion runs
+(a second click attaches to it); the command preview shows the `vlhub convert` line.
+"""
 from __future__ import annotations
 
 from typing import Any
 
 import streamlit as st
 
-from vlhub.core import convert, runs, stage, train
-from vlhub.streamlit_app import jobs, pipeline
+from vlhub.core import convert, runs, settings_store, stage, train
+from vlhub.core.errors import VlhubError
+from vlhub.streamlit_app import commands, pipeline
 from vlhub.streamlit_app.text import t
-from vlhub.streamlit_app.widgets import env_ready, follow
+from vlhub.streamlit_app.widgets import (action_button, checkbox, command_preview, env_ready, job_panel, path_field, quoted, radio,
+                                         selectbox, show_error, start_job)
+
+ACTION = "convert"
+
+
+def labels() -> dict[str, str]:
+    """The page's field labels for the flags the converter's errors name."""
+    return quoted({"--out": t("convert.out"), "--config": t("convert.config"), "--template": t("convert.template"),
+                   "--force": t("convert.force"), "--no-verify": t("convert.verify"), "--image": t("convert.verify")})
 
 
 def pick_source() -> tuple[str, str | None, str]:
     """The checkpoint (path or run id), its config (or None: found by the converter) and a default folder name."""
-    from_run = st.radio(t("convert.from"), ["run", "path"], horizontal=True, key="convert.from",
-                        format_func=lambda v: t(f"convert.from_{v}")) == "run"
+    from_run = radio(t("convert.from"), ["run", "path"], "convert.from", horizontal=True,
+                     format_func={v: t(f"convert.from_{v}") for v in ("run", "path")}.get) == "run"
     if not from_run:
-        path = st.text_input(t("convert.checkpoint_path"), key="convert.path").strip()
-        config = st.text_input(t("convert.config"), key="convert.config").strip()
+        path = path_field(t("convert.checkpoint_path"), "convert.path", expect="checkpoint")
+        config = path_field(t("convert.config"), "convert.config", expect="file")
         return path, config or None, "model"
-    train_runs = [r for r in runs.list_runs("train") if r.data.get("plan")]
+    train_runs = [r for r in runs.list_runs("train") if r.data.get("plan") and r.status != "planned"]
     if not train_runs:
         st.info(t("convert.no_runs"))
         return "", None, ""
     ids = [r.id for r in train_runs]
-    run = train_runs[ids.index(st.selectbox(t("convert.run"), ids, key="convert.run"))]
-    complete = [c for c in train.checkpoints(run.id) if c.complete]
+    shown = {r.id: f"{r.id} ({t('run.' + r.status)})" for r in train_runs}
+    run = train_runs[ids.index(selectbox(t("convert.run"), ids, "convert.run", format_func=shown.get))]
+    try:
+        complete = [c for c in train.checkpoints(run.id) if c.complete]
+    except VlhubError as exc:
+        show_error(exc)
+        return "", None, ""
     if not complete:
         st.info(t("convert.no_checkpoints", run=run.id))
         return "", None, ""
     steps = {c.step: c for c in complete}
-    step = st.selectbox(t("convert.checkpoint"), sorted(steps, reverse=True), key=f"convert.step.{run.id}",
-                        format_func=lambda s: f"iter_{s} ({steps[s].kind})")
+    step = selectbox(t("convert.checkpoint"), sorted(steps, reverse=True), f"convert.step.{run.id}",
+                     format_func=lambda s: f"iter_{s} ({steps[s].kind})")
     return str(steps[step].path), run.data.get("config"), f"{run.id}-iter_{step}"
 
 
@@ -52,21 +71,26 @@ st.title(t("convert.title"))
 needed = dict.fromkeys(stage.env_of(c) for c in convert.converters().values())  # the converters' environments
 env_ok = all([env_ready(name) for name in needed if name])
 source, config, name = pick_source()
-out = st.text_input(t("convert.out"), value=str(pipeline.models_dir() / name) if name else "",
-                    key=f"convert.out.{name}").strip()
+out = path_field(t("convert.out"), f"convert.out.{name}", expect="out",
+                 default=str(pipeline.models_dir() / name) if name else "") if name else ""
 templates = [""] + list(convert.templates())
-template = st.selectbox(t("convert.template"), templates, key="convert.template",
-                        format_func=lambda v: v or t("convert.template_auto"))
+template = selectbox(t("convert.template"), templates, "convert.template",
+                     format_func=lambda v, auto=t("convert.template_auto"): v or auto)
 cols = st.columns(2)
-verify = cols[0].checkbox(t("convert.verify"), value=True, key="convert.verify")
-force = cols[1].checkbox(t("convert.force"), key="convert.force")
-if st.button(t("convert.start"), type="primary", disabled=not env_ok):
+with cols[0]:
+    verify = checkbox(t("convert.verify"), "convert.verify", True)
+with cols[1]:
+    force = checkbox(t("convert.force"), "convert.force")
+args = {"source": source, "out": out, "config": config, "template": template or None, "force": force,
+        "verify": verify}
+command_preview(commands.convert(args))
+if action_button(t("convert.start"), ACTION, args if source and out else None, key="convert.start", type="primary",
+                 disabled=not env_ok):
     if not source or not out:
         st.error(t("convert.need_inputs"))
-    else:
-        jobs.start("convert", {"source": source, "out": out, "config": config, "template": template or None,
-                               "force": force, "verify": verify}, label=t("convert.running", source=source))
+    elif start_job(ACTION, args, t("convert.running", source=source), labels()):
+        settings_store.remember_place("models", out)
         st.rerun()
-job = follow(jobs.latest("convert"))
+job = job_panel(ACTION, labels=labels())
 if job is not None and job.status == "done":
     show_result(job.result)

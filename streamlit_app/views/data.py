@@ -1,4 +1,8 @@
-"""Data: choose a dataset plugin and a source folder, prepare (in the background), then the report."""
+"""Data: choose a dataset plugin and a source folder, prepare (in the background), then the report.
+
+Every field stays across page switches and reloads; the Prepare button is disabled while the same
+preparation runs (a second click attaches to it); the command preview shows the `vlhub data prepare` line.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,37 +10,49 @@ from typing import Any
 
 import streamlit as st
 
-from vlhub.core import data
+from vlhub.core import data, settings_store
 from vlhub.core.errors import VlhubError
 from vlhub.core.home import vlhub_home
-from vlhub.streamlit_app import jobs
+from vlhub.streamlit_app import commands
 from vlhub.streamlit_app.text import t
-from vlhub.streamlit_app.widgets import follow, human, option_fields
+from vlhub.streamlit_app.widgets import (action_button, checkbox, command_preview, human, job_panel, option_fields, option_labels,
+                                         path_field, quoted, selectbox, show_error, start_job)
 
 GRID = 4
+ACTION = "data.prepare"
+
+
+def labels(options: list[dict[str, Any]]) -> dict[str, str]:
+    """The page's field labels for the flags its errors name."""
+    return {**quoted({"--source": t("data.source"), "--out": t("data.out"), "--strict": t("data.strict"),
+                      "--force": t("data.force")}), **option_labels(options)}
 
 
 def prepare_form() -> None:
     specs = {d["name"]: d for d in data.datasets()}
-    name = st.selectbox(t("data.plugin"), list(specs), key="data.name")
+    name = selectbox(t("data.plugin"), list(specs), "data.name")
     spec = specs[name]
     st.caption(spec["description"])
-    source = st.text_input(t("data.source"), key="data.source", placeholder=t("data.source_hint")).strip()
-    out = st.text_input(t("data.out"), value=str(vlhub_home() / "data" / name), key=f"data.out.{name}").strip()
+    source = path_field(t("data.source"), "data.source", expect="source", placeholder=t("data.source_hint"))
+    out = path_field(t("data.out"), f"data.out.{name}", expect="out", default=str(vlhub_home() / "data" / name))
     with st.expander(t("data.options")):
-        options = option_fields(spec["options"], f"data.opt.{name}")
+        options = option_fields(spec["options"], f"data.opt.{name}", columns=2)
     cols = st.columns(2)
-    strict = cols[0].checkbox(t("data.strict"), key="data.strict")
-    force = cols[1].checkbox(t("data.force"), key="data.force")
+    with cols[0]:
+        strict = checkbox(t("data.strict"), "data.strict")
+    with cols[1]:
+        force = checkbox(t("data.force"), "data.force")
     if spec["download"]:
         st.caption(t("data.download_hint", name=name))
-    if st.button(t("data.prepare"), type="primary"):
+    args = {"name": name, "source": source, "out": out, "options": options, "strict": strict, "force": force}
+    command_preview(commands.prepare(args))
+    if action_button(t("data.prepare"), ACTION, args if source and out else None, key="data.prepare", type="primary"):
         if not source or not out:
             st.error(t("data.need_folders"))
             return
-        args = {"name": name, "source": source, "out": out, "options": options, "strict": strict, "force": force}
-        jobs.start("data.prepare", args, label=t("data.preparing", name=name))
-        st.rerun()
+        if start_job(ACTION, args, t("data.preparing", name=name), labels(spec["options"])):
+            settings_store.remember_place("datasets", out)
+            st.rerun()
 
 
 def show_result(result: dict[str, Any]) -> None:
@@ -54,7 +70,7 @@ def show_report(folder: str) -> None:
         report = data.stats(Path(folder))
         rows = data.preview(Path(folder), "train", 2 * GRID)
     except VlhubError as exc:
-        st.error(exc.one_line())
+        show_error(exc)
         return
     cols = st.columns(4)
     cols[0].metric(t("data.records"), report.get("records_total", 0))
@@ -65,7 +81,9 @@ def show_report(folder: str) -> None:
     lengths = report.get("answer_length", {})
     if lengths.get("histogram"):
         st.markdown(f"**{t('data.answer_length')}** — {t('data.length_summary', **lengths)}")
-        st.bar_chart(lengths["histogram"])
+        bins = lengths["histogram"]  # in length order: shown as it is, never sorted as text
+        st.bar_chart({t("data.length_bin"): list(bins), t("data.records"): list(bins.values())},
+                     x=t("data.length_bin"), y=t("data.records"), sort=False)
     for key, counts in report.get("categories", {}).items():
         if len(counts) > 1:
             st.markdown(f"**{key}**")
@@ -86,12 +104,13 @@ def show_report(folder: str) -> None:
 
 st.title(t("data.title"))
 prepare_form()
-job = follow(jobs.latest("data.prepare"))
+job = job_panel(ACTION, labels=labels([o for d in data.datasets() for o in d["options"]]))
 last = job.result["out"] if job is not None and job.status == "done" else ""
 if job is not None and job.status == "done":
     show_result(job.result)
 st.divider()
 st.subheader(t("data.report"))
-folder = st.text_input(t("data.folder"), value=last, key=f"data.folder.{last}").strip()
-if folder:
+folder = path_field(t("data.folder"), f"data.folder.{last}", expect="dataset", default=last,
+                    choices=settings_store.find("datasets", [last] if last else []))
+if folder and settings_store.path_kind(folder) == "dataset":
     show_report(folder)

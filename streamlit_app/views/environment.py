@@ -7,10 +7,9 @@ import streamlit as st
 
 from vlhub.core import stage
 from vlhub.core.errors import VlhubError
-from vlhub.streamlit_app import jobs
 from vlhub.streamlit_app.state import env_report, forget_envs, plugin_report, token_report
 from vlhub.streamlit_app.text import t
-from vlhub.streamlit_app.widgets import follow
+from vlhub.streamlit_app.widgets import action_button, job_panel, quoted, show_error, start_job
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
@@ -25,13 +24,11 @@ def env_box(env: dict) -> None:
             st.table({k: [v or "—"] for k, v in env["versions"].items()})
         if env["fix"]:
             st.info(t("env.fix", fix=env["fix"]))
-        job = jobs.latest("env.create", name=name)
-        running = job is not None and job.active
-        if st.button(t("env.create", name=name) if not env["ready"] else t("env.repair", name=name),
-                     key=f"env.create.{name}", disabled=running):
-            jobs.start("env.create", {"name": name}, label=t("env.creating", name=name))
-            st.rerun()
-        follow(job)
+        if action_button(t("env.create", name=name) if not env["ready"] else t("env.repair", name=name),
+                         "env.create", {"name": name}, key=f"env.create.{name}"):
+            if start_job("env.create", {"name": name}, t("env.creating", name=name)):
+                st.rerun()
+        job_panel("env.create", history=False, name=name)
         with st.expander(t("env.adopt", name=name)):
             python = st.text_input(t("env.adopt_python"), key=f"env.adopt.{name}",
                                    placeholder="~/miniconda3/envs/xtuner-env/bin/python").strip()
@@ -39,7 +36,7 @@ def env_box(env: dict) -> None:
                 try:
                     stage.adopt(name, python)
                 except VlhubError as exc:
-                    st.error(exc.one_line())
+                    show_error(exc, quoted({"--python": t("env.adopt_python")}))
                 else:
                     forget_envs()
                     st.rerun()

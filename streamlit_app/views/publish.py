@@ -1,34 +1,54 @@
-"""Publish: a model folder to several targets at once; preflight table, per-target progress, links, model card."""
+"""Publish: a model folder to several targets at once; preflight table, per-target progress, links, model card.
+
+Every field stays across page switches and reloads; Preflight and Publish are disabled while their job runs
+(a second click attaches to it); the command preview shows the `vlhub publish` line. A target that fails its
+preflight is named in a red box with the whole reason. The model card preview is what will be sent
+(:func:`vlhub.core.publish.card_preview`), rendered without its hidden marker comment; the loss plot the
+publish adds is shown as its curve; local paths in the card are pointed out before anything is sent.
+"""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
-from vlhub.core import publish
+from vlhub.core import provenance, publish, settings_store, train
 from vlhub.core.errors import VlhubError
 from vlhub.core.fsutil import atomic_write_text
-from vlhub.streamlit_app import jobs, pipeline
+from vlhub.streamlit_app import commands, jobs, pipeline
 from vlhub.streamlit_app.state import token_report
 from vlhub.streamlit_app.text import known, t
-from vlhub.streamlit_app.widgets import follow, human, option_fields, progress_line
+from vlhub.streamlit_app.widgets import (action_button, command_preview, human, job_panel, multiselect, option_fields, option_labels,
+                                         path_field, progress_line, quoted, show_error, start_job, text_input)
+
+ACTION = "publish"
+COMMENT = re.compile(r"<!--.*?-->", re.S)
+IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)\s]+)\)")
+#: An absolute local path in a card (not part of a URL): ``/tmp/x/y``, ``/home/me/models``.
+LOCAL_PATH = re.compile(r"(?<![\w:/.~-])(/[\w.\-]+(?:/[\w.\-{}]+)+)")
 
 
-def targets_form(publishers: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
-    """The ``NAME:TARGET`` specs and the options (shared by the chosen publishers) from the form."""
-    chosen = st.multiselect(t("publish.targets"), sorted(publishers), key="publish.publishers")
+def labels(options: list[dict[str, Any]]) -> dict[str, str]:
+    """The page's field labels for the flags the publishers' errors name."""
+    return {**quoted({"--to": t("publish.targets")}), **option_labels(options)}
+
+
+def targets_form(publishers: dict[str, Any]) -> tuple[list[str], dict[str, Any], list[dict[str, Any]]]:
+    """The ``NAME:TARGET`` specs, the options (shared by the chosen publishers) and their declarations."""
+    chosen = multiselect(t("publish.targets"), sorted(publishers), "publish.publishers")
     specs = []
     for name in chosen:
         hint = f"publish.placeholder.{name}"
-        rest = st.text_input(t("publish.target", name=name), key=f"publish.target.{name}",
-                             placeholder=t(hint) if known(hint) else "").strip()
+        rest = text_input(t("publish.target", name=name), f"publish.target.{name}",
+                          placeholder=t(hint) if known(hint) else "").strip()
         if rest:
             specs.append(f"{name}:{rest}")
     declared = {o.name: o.public() for name in chosen for o in publishers[name].options}
     with st.expander(t("publish.options")):
-        options = option_fields(list(declared.values()), "publish.opt")
-    return specs, options
+        options = option_fields(list(declared.values()), "publish.opt", columns=2)
+    return specs, options, list(declared.values())
 
 
 def show_tokens() -> None:
@@ -38,15 +58,18 @@ def show_tokens() -> None:
 
 
 def show_preflight(targets: list[dict[str, Any]]) -> None:
+    """The table of every target, a red box with the whole reason for each that cannot be sent, the files."""
     summary = [{t("publish.target_col"): r["target"], t("publish.ok"): t("publish.yes") if r["ok"] else t("publish.no"),
                 t("publish.files"): len(r.get("preflight", {}).get("files", [])),
-                t("publish.to_send"): human(r.get("preflight", {}).get("bytes_to_send", 0)),
-                t("publish.problem"): r["error"]} for r in targets]
+                t("publish.to_send"): human(r.get("preflight", {}).get("bytes_to_send", 0))} for r in targets]
     st.dataframe(summary, hide_index=True)
+    for r in targets:
+        if r["error"]:
+            st.error(r["error"], icon=":material/error:")
     for r in targets:
         files = r.get("preflight", {}).get("files", [])
         if files:
-            with st.expander(t("publish.files_of", target=r["target"])):
+            with st.expander(t("publish.files_of", target=f"`{r['target']}`")):
                 st.dataframe([{t("publish.file"): f["path"], t("publish.size"): human(f["size"]),
                                "LFS": "LFS" if f["lfs"] else "",
                                t("publish.remote"): t("publish.same") if f["on_remote"] else t("publish.send")}
@@ -58,9 +81,11 @@ def progress_by_target(job: jobs.Job) -> None:
     by_target: dict[str, list[Any]] = {}
     for event in job.progress().values():
         by_target.setdefault(event.task.rsplit(": ", 1)[0], []).append(event)
+    if not by_target:
+        st.caption(t("job.phase.publish"))
     for target, events in by_target.items():
         with st.container(border=True):
-            st.markdown(f"**{target}**")
+            st.markdown(f"**`{target}`**")
             for event in events:
                 fraction, text = progress_line(event)
                 st.progress(fraction or 0.0, text=text)
@@ -71,10 +96,60 @@ def show_results(report: dict[str, Any]) -> None:
         pub = r.get("result")
         if pub:
             state = t("publish.commit", commit=pub["commit"][:12]) if pub["changed"] else t("publish.unchanged")
-            st.success(t("publish.done", target=r["target"], url=pub["url"], state=state,
+            st.success(t("publish.done", target=f"`{r['target']}`", url=f"[{pub['url']}]({pub['url']})", state=state,
                          bytes=human(pub["bytes_sent"]), files=pub["files_sent"]))
         elif r["error"]:
-            st.error(r["error"])
+            st.error(r["error"], icon=":material/error:")
+
+
+def local_paths(text: str) -> list[str]:
+    """Absolute paths of this machine named in ``text`` (what a card should not publish)."""
+    found = []
+    for path in LOCAL_PATH.findall(text):
+        first = Path(path).parts[1] if len(Path(path).parts) > 1 else ""
+        if first and Path("/", first).exists() and path not in found:
+            found.append(path)
+    return found
+
+
+def loss_curve(folder: Path) -> bool:
+    """The training loss of the run the folder was converted from (what the generated plot shows)."""
+    try:
+        ref = provenance.read(folder).run
+        metrics = train.view(ref.id)["metrics"] if ref and ref.id else []
+    except VlhubError:
+        return False
+    losses = [(m["iter"], m["loss"]) for m in metrics if isinstance(m.get("loss"), (int, float))]
+    if not losses:
+        return False
+    st.line_chart({"iter": [i for i, _ in losses], "loss": [v for _, v in losses]}, x="iter", y="loss", height=220)
+    return True
+
+
+def render_card(text: str, folder: Path) -> None:
+    """The card as the hub shows it: metadata apart, no hidden comments, images from the folder (the loss
+    plot that the publish adds: its curve)."""
+    body = text
+    if text.startswith("---"):
+        _, meta, body = (text.split("---", 2) + ["", ""])[:3]
+        with st.expander(t("publish.card_metadata")):
+            st.code(meta.strip(), language="yaml")
+    body = COMMENT.sub("", body)
+    pos = 0
+    for match in IMAGE.finditer(body):
+        st.markdown(body[pos:match.start()])
+        alt, src = match.groups()
+        local = (folder / src) if not re.match(r"^[a-z]+://", src) else None
+        if local is not None and local.is_file():
+            st.image(str(local), caption=alt)
+        elif local is not None and not loss_curve(folder):
+            st.caption(t("publish.card_image_sent", src=src))
+        elif local is not None:
+            st.caption(t("publish.card_loss_sent", src=src))
+        else:
+            st.markdown(match.group(0))
+        pos = match.end()
+    st.markdown(body[pos:])
 
 
 def card_editor(folder: Path, specs: list[str]) -> None:
@@ -84,12 +159,16 @@ def card_editor(folder: Path, specs: list[str]) -> None:
     try:
         text, generated = publish.card_preview(folder, specs[0] if specs else None)
     except VlhubError as exc:  # e.g. a damaged vlhub_provenance.json: named, with the fix
-        st.error(exc.one_line())
+        show_error(exc)
         return
     st.caption(t("publish.card_generated") if generated else t("publish.card_user"))
+    paths = local_paths(text)
+    if paths:
+        st.warning(t("publish.card_local_paths", paths=", ".join(f"`{p}`" for p in paths[:6])),
+                   icon=":material/warning:")
     tabs = st.tabs([t("publish.card_preview"), t("publish.card_edit")])
     with tabs[0]:
-        st.markdown(text.split("---", 2)[-1] if text.startswith("---") else text)
+        render_card(text, folder)
     with tabs[1]:
         edited = st.text_area(t("publish.card_edit"), text, height=300, key=f"publish.card.{folder}",
                               label_visibility="collapsed")
@@ -99,25 +178,32 @@ def card_editor(folder: Path, specs: list[str]) -> None:
 
 
 st.title(t("publish.title"))
-folder = st.text_input(t("publish.folder"), value=pipeline.latest_model(), key="publish.folder").strip()
-specs, options = targets_form(publish.publishers())
+newest = pipeline.latest_model()
+folder = path_field(t("publish.folder"), "publish.folder", expect="model", default=newest,
+                    choices=settings_store.find("models", [newest] if newest else []))
+specs, options, declared = targets_form(publish.publishers())
 with st.expander(t("publish.logins")):
     show_tokens()
+args = {"folder": folder, "targets": specs, "options": options}
+command_preview(commands.publish({**args, "dry_run": False}), t("cmd.note_publish"))
+known = folder and specs
 cols = st.columns(2)
-clicked = "preflight" if cols[0].button(t("publish.preflight")) else \
-    "publish" if cols[1].button(t("publish.publish"), type="primary") else ""
+clicked = "preflight" if action_button(t("publish.preflight"), ACTION, {**args, "dry_run": True} if known else None,
+                                       key="publish.preflight", where=cols[0]) else \
+    "publish" if action_button(t("publish.publish"), ACTION, {**args, "dry_run": False} if known else None,
+                               key="publish.publish", where=cols[1], type="primary") else ""
 if clicked:
     if not folder or not specs:
         st.error(t("publish.need_inputs"))
     elif not Path(folder).expanduser().is_dir():
         st.error(t("publish.no_folder", folder=folder))
-    else:
-        jobs.start("publish", {"folder": folder, "targets": specs, "options": options,
-                               "dry_run": clicked == "preflight"},
-                   label=t("publish.running", targets=", ".join(specs)))
+    elif start_job(ACTION, {**args, "dry_run": clicked == "preflight"},
+                   t("publish.checking" if clicked == "preflight" else "publish.running", targets=", ".join(specs)),
+                   labels(declared)):
+        settings_store.remember_place("models", folder)
         st.rerun()
 
-job = follow(jobs.latest("publish"), progress_by_target)
+job = job_panel(ACTION, labels=labels(declared), render=progress_by_target)
 if job is not None and job.status == "done":
     st.subheader(t("publish.preflight_table"))
     show_preflight(job.result["targets"])
