@@ -9,7 +9,9 @@ Every action goes through a registered trainer (:class:`vlhub.core.types.Trainer
   run's, see :func:`vlhub.core.runs.check_process`);
 - :func:`view` gathers what a page shows. Besides the protocol's methods, a trainer may define
   ``report(run_dir, log_lines) -> dict`` (``metrics``, ``samples``, ``ranks``, ``log_tail``: what its
-  run files say); without it those are empty.
+  run files say); without it those are empty;
+- :func:`check_records` runs the trainer's optional record check (``check_records(model, data, options)``,
+  see :class:`vlhub.core.types.Trainer`): ``vlhub data validate/prepare --trainer NAME``.
 """
 from __future__ import annotations
 
@@ -73,6 +75,35 @@ def plan(model: Path, data: Path, settings: Mapping[str, Any], trainer: str = DE
         raise
     run.update(status="planned", plan=to_dict(planned), config=str(planned.config))
     return run, planned
+
+
+def check_records(model: Path | None, data: Path, settings: Mapping[str, Any] | None = None,
+                  trainer: str = DEFAULT_TRAINER) -> dict[str, Any]:
+    """Check every record of ``data`` the way trainer ``trainer`` would read it (its optional
+    ``check_records``); nothing is planned or written.
+
+    Args:
+        model: the base model folder (the check tokenises with its tokenizer).
+        data: a prepared folder or a training JSON/JSONL file.
+        settings: the trainer's options by name (e.g. ``max_length``, ``image_root``).
+        trainer: the registered trainer's name.
+    Returns:
+        The trainer's report: ``records``, ``kept``, ``problems`` (``{"index", "field", "reason", "kind"}``),
+        ``problem_count``, ``over_max_length``, ``over_max_length_worst`` and the trainer's own keys, plus
+        ``trainer`` (its name).
+    Raises:
+        BadInput: no such trainer, or it has no record check; the trainer refused the model, data or settings.
+        MissingDependency: the trainer's stage environment is missing.
+    """
+    impl = plugins.get("trainers", trainer)
+    check = getattr(impl, "check_records", None)
+    if not callable(check):
+        raise BadInput(f"trainer {trainer!r} has no record check (no check_records method)",
+                       "drop --trainer, or use a trainer that checks records (e.g. --trainer xtuner)")
+    if model is None:
+        raise BadInput(f"--trainer {trainer} needs --model: the check tokenises with the model's tokenizer",
+                       "add --model MODEL_DIR (the base model you will train)")
+    return {"trainer": trainer, **check(Path(model).expanduser(), Path(data).expanduser(), dict(settings or {}))}
 
 
 def launch(planned: TrainPlan) -> Run:

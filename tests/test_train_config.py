@@ -46,7 +46,7 @@ def test_every_method_and_deepspeed_choice_loads_with_mmengine(tmp_path: Path) -
     loaded = {c["config"]: c for c in report["configs"]}
     assert sorted(loaded) == sorted(configs)
     for (method, deepspeed), config in zip(COMBINATIONS, configs):
-        assert loaded[config]["model"] == "VlhubInternVL" and loaded[config]["dataset"] == "InternVL_V1_5_Dataset"
+        assert loaded[config]["model"] == "VlhubInternVL" and loaded[config]["dataset"] == "VlhubInternVLDataset"
         assert loaded[config]["llm_lora"] == (method != "full")
         assert loaded[config]["quantization_llm"] == (method == "qlora")
         argv = commands[config]

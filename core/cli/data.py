@@ -46,6 +46,40 @@ def _show_problems(problems: list[Problem]) -> None:
             say(f"  {describe(problem)}")
 
 
+def _trainer_flags(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--trainer NAME --model DIR [--max-length N]``: also run that trainer's own record check."""
+    for option in reversed([
+        click.option("--trainer", default=None, metavar="NAME",
+                     help="Also check every record the way this trainer reads it (e.g. xtuner; needs --model)."),
+        click.option("--model", type=click.Path(path_type=Path), default=None,
+                     help="With --trainer: the base model folder (its tokenizer counts the tokens)."),
+        click.option("--max-length", type=int, default=None, metavar="N",
+                     help="With --trainer: the trainer's --max-length (longer samples are reported; "
+                          "--strict fails on them)."),
+    ]):
+        command = option(command)
+    return command
+
+
+def _trainer_options(max_length: int | None) -> dict[str, Any]:
+    return {} if max_length is None else {"max_length": max_length}
+
+
+def _show_trainer(report: dict[str, Any], list_problems: bool) -> None:
+    """The trainer check's summary (and, for ``prepare``, the records it refuses)."""
+    from ..prepared.validate import describe
+
+    say(f"{report['trainer']} check: {report.get('kept', '?')} of {report.get('records', '?')} records trainable"
+        + (f", {report['problem_count']} refused" if report.get("problem_count") else ""))
+    worst = report.get("over_max_length_worst")
+    if worst:
+        say(f"  {report['over_max_length']} samples exceed --max-length {report['max_length']} and would be cut "
+            f"(worst: record {worst['index']}, {worst['tokens']} tokens, {worst['over']} over)")
+    if list_problems:
+        for problem in report.get("problems", [])[:SHOWN]:
+            say(f"  {describe(Problem(problem['index'], problem['reason'], problem.get('field', '')))}")
+
+
 def _extra_options(name: str, args: list[str]) -> dict[str, str]:
     """Explicit plugin flags (``--val-fraction 0.2``, ``--with-choices``) as option values."""
     declared = {o["name"]: o for d in api.datasets() if d["name"] == name for o in d["options"]}
@@ -117,23 +151,29 @@ def list_cmd(as_json: bool) -> None:
 @click.option("--min-kept", type=int, default=None, metavar="N",
               help="Fail (exit 1, nothing written) when fewer than N records are kept (default 1; 0 accepts none).")
 @click.option("--json", "as_json", is_flag=True, help="Output JSON.")
+@_trainer_flags
 @click.pass_context
 def prepare(ctx: click.Context, name: str, source: Path, out: Path, opts: tuple[str, ...], strict: bool,
-            force: bool, min_kept: int | None, as_json: bool) -> None:
+            force: bool, min_kept: int | None, as_json: bool, trainer: str | None, model: Path | None,
+            max_length: int | None) -> None:
     """Convert the dataset NAME in --source into LLaVA-style train/val JSON in --out.
 
     Plugin options go as --opt KEY=VALUE or as flags (e.g. --val-fraction 0.2);
     each dataset's options are listed below (and by `vlhub data list`).
+    With --trainer NAME --model DIR, train.json is then checked the way that trainer reads it.
     """
     options = {**_extra_options(name, ctx.args), **parse_pairs(opts)}
     result = _strict_json(as_json, lambda: _with_progress(
         lambda progress: api.prepare(name, source, out, options, strict=strict, force=force, min_kept=min_kept,
-                              progress=progress)))
+                                     progress=progress, trainer=trainer, model=model,
+                                     trainer_options=_trainer_options(max_length))))
     if as_json:
         emit_json(api.result(result))
     splits = ", ".join(f"{k} {v}" for k, v in result.records.items())
     say(f"{name}: {sum(result.records.values())} records ({splits}), {result.dropped} dropped -> {result.out}")
     _show_problems(result.problems)
+    if isinstance(result, api.TrainerChecked):
+        _show_trainer(result.trainer, list_problems=True)
 
 
 @data.command()
@@ -141,14 +181,23 @@ def prepare(ctx: click.Context, name: str, source: Path, out: Path, opts: tuple[
 @click.option("--images", required=True, type=click.Path(path_type=Path), help="Folder image paths are relative to.")
 @click.option("--strict", is_flag=True, help="Exit 1 if any record is bad.")
 @click.option("--json", "as_json", is_flag=True, help="Output JSON.")
-def validate(file: Path, images: Path, strict: bool, as_json: bool) -> None:
-    """Validate a LLaVA-style JSON/JSONL FILE and its images."""
+@_trainer_flags
+def validate(file: Path, images: Path, strict: bool, as_json: bool, trainer: str | None, model: Path | None,
+             max_length: int | None) -> None:
+    """Validate a LLaVA-style JSON/JSONL FILE and its images.
+
+    With --trainer NAME --model DIR, also check every record the way that trainer reads it:
+    the records it refuses are bad, with their index and reason.
+    """
     report = _strict_json(as_json, lambda: _with_progress(
-        lambda progress: api.validate(file, images, strict=strict, progress=progress)))
+        lambda progress: api.validate(file, images, strict=strict, progress=progress, trainer=trainer, model=model,
+                                      trainer_options=_trainer_options(max_length))))
     if as_json:
         emit_json(report)
     say(f"{report['checked']} records: {report['usable']} usable, {report['dropped']} bad")
     _show_problems([Problem(**p) for p in report["problems"]])
+    if "trainer" in report:
+        _show_trainer(report["trainer"], list_problems=False)
 
 
 @data.command()

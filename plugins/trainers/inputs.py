@@ -41,7 +41,7 @@ class DataInfo:
     image_root: Path
     records: int
     with_image: int
-    missing_images: list[str] = field(default_factory=list)
+    missing_images: list[str] = field(default_factory=list)  # per record with a missing image: the first
 
 
 def _read_json(path: Path, flag: str) -> Any:
@@ -123,8 +123,25 @@ def _data_file(data: Path) -> tuple[Path, Path | None]:
                    "prepare the data first (`vlhub data prepare NAME --source DIR --out OUT`) and give --data OUT")
 
 
+def record_images(record: Any) -> list[str]:
+    """A raw record's image paths: ``image`` (or ``images``), else its content lists' image parts."""
+    if not isinstance(record, dict):
+        return []
+    images = record.get("image", record.get("images"))
+    if images is None:
+        turns = record.get("conversations", record.get("messages"))
+        parts = [part for turn in (turns if isinstance(turns, list) else []) if isinstance(turn, dict)
+                 for part in (lambda v: v if isinstance(v, list) else [v])(turn.get("value", turn.get("content")))
+                 if isinstance(part, dict) and part.get("type") in ("image", "image_url")]
+        images = [ref.get("url") if isinstance(ref, dict) else ref for ref in
+                  (p.get("image") or p.get("image_url") or p.get("url") or p.get("path") for p in parts)]
+    images = [images] if isinstance(images, str) else images if isinstance(images, list) else []
+    return [i for i in images if isinstance(i, str) and i]
+
+
 def check_data(data: Path, image_root: str | None = None) -> DataInfo:
-    """The training records: readable, LLaVA-style, with images that exist."""
+    """The training records: readable, a list of LLaVA-style (``conversations``) or ``messages`` records,
+    some with images that exist. Each record is checked later, in the train env, by the dataset itself."""
     data = Path(data).expanduser().resolve()
     if not data.exists():
         raise BadInput(f"--data {data}: no such file or folder", "give --data the prepared data folder")
@@ -135,18 +152,16 @@ def check_data(data: Path, image_root: str | None = None) -> DataInfo:
     records = _read_json(file, "--data")
     if not isinstance(records, list) or not records:
         raise BadInput(f"--data {file}: no records (expected a JSON list)", "prepare the data again")
-    bad = next((i for i, r in enumerate(records)
-                if not isinstance(r, dict) or not isinstance(r.get("conversations"), list)), None)
-    if bad is not None:
-        raise BadInput(f"--data {file}: record {bad} has no `conversations` list (not LLaVA-style)",
+    if not any(isinstance(r, dict) and isinstance(r.get("conversations", r.get("messages")), list) for r in records):
+        raise BadInput(f"--data {file}: no record has a `conversations` (or `messages`) list (not LLaVA-style)",
                        "prepare the data with `vlhub data prepare`, which writes LLaVA-style records")
-    images = [r["image"] for r in records if r.get("image")]
+    images = [refs for refs in map(record_images, records) if refs]
     if not images:
         raise BadInput(f"--data {file}: none of the {len(records)} records has an image",
                        "InternVL fine-tuning needs image records: add an `image` field to each record")
-    names = [i[0] if isinstance(i, list) else i for i in images]
-    missing = [n for n in names if not (root / n).is_file()]
-    if len(missing) == len(names):
-        raise BadInput(f"--data {file}: no image found under {root} (e.g. {names[0]})",
+    exists = [[(root / ref).is_file() for ref in refs] for refs in images]
+    missing = [next((ref for ref, ok in zip(refs, found) if not ok), None) for refs, found in zip(images, exists)]
+    if not any(map(any, exists)):
+        raise BadInput(f"--data {file}: no image found under {root} (e.g. {images[0][0]})",
                        "give --image-root the folder the image paths are relative to")
-    return DataInfo(file, root, len(records), len(images), missing)
+    return DataInfo(file, root, len(records), len(images), [ref for ref in missing if ref])

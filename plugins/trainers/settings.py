@@ -51,6 +51,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("workers", "dataloader worker processes", int, 2),
     Option("seed", "random seed", int, 42),
     Option("log_interval", "log every N iterations", int, 10),
+    Option("strict", "refuse to plan when a sample is longer than --max-length (default: a warning; it is cut)",
+           bool, False),
     Option("check_step", "before launching, also build the model on the CPU, run one training step and "
                          "answer one sample prompt (slow for big models)", bool, False),
     Option("launch_command", "replace `xtuner train ...` by this command line ({config}, {work_dir}, "
@@ -95,6 +97,7 @@ class Settings:
     workers: int = 2
     seed: int = 42
     log_interval: int = 10
+    strict: bool = False
     check_step: bool = False
     launch_command: str | None = None
 

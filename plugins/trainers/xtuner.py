@@ -1,7 +1,8 @@
 """The ``xtuner`` trainer: InternVL2 fine-tuning with ``xtuner train`` and DeepSpeed.
 
 ``plan`` checks the inputs, writes ``config.py`` (+ the model class in ``code/``) into the run
-folder and builds the dataset on the CPU in the train stage env (one worker call);
+folder and builds the dataset on the CPU in the train stage env (one worker call), which checks every
+record (:mod:`.record_check`); ``check_records`` runs that check alone (``vlhub data validate --trainer``);
 ``launch`` starts the detached supervisor; ``status``/``stop``/``resume``/``checkpoints``
 work from the run folder alone. ``status`` and ``stop`` treat a recorded process as the run's only when
 :func:`vlhub.core.runs.check_process` proves it (pid, start time and command line as recorded);
@@ -28,7 +29,7 @@ from vlhub.core.types import Checkpoint, TrainPlan, to_dict
 from vlhub.core.worker import run_worker
 
 from ..workers import TRAIN_ENV, script
-from . import inputs, launch_spec, run_files, xtuner_config
+from . import inputs, launch_spec, record_check, run_files, xtuner_config
 from .checkpoints import last_complete, list_checkpoints
 from .settings import OPTIONS, Settings, from_public, parse
 from .xtuner_log import parse_file, tail
@@ -66,10 +67,14 @@ class XtunerTrainer:
     # ------------------------------------------------------------ planning
     def plan(self, model: Path, data: Path, options: Mapping[str, Any], run_dir: Path) -> TrainPlan:
         """Check the inputs and settings, write the config into ``run_dir`` and build the dataset in the train
-        environment (on the CPU).
+        environment (on the CPU), which checks every record (:meth:`check_records`; the plan's
+        ``dataset["check"]``).
 
         Raises:
-            BadInput: a setting, the model or the data is refused (the flag and the fix are named).
+            BadInput: a setting, the model or the data is refused (the flag and the fix are named); a record
+                xtuner cannot train (it would crash or train wrongly, or ``--max-length`` would cut its image
+                tokens or every answer token: the first records' indexes and reasons are named); with
+                ``--strict``, a sample longer than ``--max-length``.
             MissingDependency: the train environment (or bitsandbytes for qlora) is missing.
         """
         s = parse(options)
@@ -94,6 +99,9 @@ class XtunerTrainer:
             raise MissingDependency("--method qlora needs bitsandbytes in the train environment",
                                     "install it there (`PYTHON -m pip install bitsandbytes`; it needs a CUDA "
                                     "build: none exists for CUDA 13), or use --method lora")
+        record_check.raise_refused(dataset["check"], data_info.file, data_info.image_root, info.path)
+        if s.strict:
+            record_check.raise_over_length(dataset["check"], data_info.file)
         if dataset["samples"] == 0:
             raise BadInput(f"--data {data}: xtuner finds no usable sample", "check the image root and the records")
         _batch_fits(s, dataset["samples"], info)
@@ -105,18 +113,43 @@ class XtunerTrainer:
                          launch_spec.command(s, Path(stage.require(TRAIN_ENV.name)).parent / "xtuner", config,
                                              run_dir / run_files.WORK, run_dir),
                          env, {**dataset, "environment": machine}, {**s.public(), "template": template},
-                         self._warnings(s, dataset, data_info, machine))
+                         self._warnings(s, dataset, machine))
         return plan
 
+    def check_records(self, model: Path, data: Path, options: Mapping[str, Any]) -> dict[str, Any]:
+        """Check every record of ``data`` the way this trainer's dataset reads it, in the train environment.
+
+        The dataset class of every run (``VlhubInternVLDataset``: xtuner 0.2.0's ``InternVL_V1_5_Dataset``
+        plus several images per record and a per-record system prompt) is built on ``data`` with the
+        model's tokenizer and ``options["max_length"]``; nothing is trained.
+
+        Args:
+            model: the base model folder (its tokenizer, template and image geometry are used).
+            data: a prepared folder or a training JSON/JSONL file (as for :meth:`plan`).
+            options: this trainer's options; ``max_length``, ``template`` and ``image_root`` are read.
+        Returns:
+            ``records``, ``kept``, ``max_length``, ``problem_count``, ``problems`` (the first 200 records left
+            out: ``index``, ``field``, ``reason``, ``kind`` = ``record`` | ``length`` | ``image``), ``left_out``
+            (count per kind), ``over_max_length`` (samples that will be cut), ``over_max_length_worst``
+            (``index``, ``tokens``, ``over``), ``over_max_length_records`` (``index``, ``tokens``: the first 200),
+            ``tokens`` (statistics),
+            ``with_image``, ``multi_image``, ``max_images``, ``system_prompts``, plus ``file`` and ``image_root``.
+        Raises:
+            BadInput: the model, the data file or an option is refused (as by :meth:`plan`).
+            MissingDependency: the train environment is missing.
+        """
+        s = parse(options)
+        info = inputs.check_model(model)
+        template = inputs.check_template(info, s.template)
+        data_info = inputs.check_data(data, s.image_root)
+        report = run_worker(TRAIN_ENV.name, script("train_inspect"),
+                            ["--check", "--model", str(info.path), "--data", str(data_info.file), "--image-root",
+                             str(data_info.image_root), "--template", template, "--max-length", str(s.max_length)])
+        return {"file": str(data_info.file), "image_root": str(data_info.image_root), **report["check"]}
+
     @staticmethod
-    def _warnings(s: Settings, dataset: dict[str, Any], data: inputs.DataInfo, machine: dict[str, Any]) -> list[str]:
-        notes = []
-        if dataset["over_max_length"]:
-            notes.append(f"{dataset['over_max_length']} of {dataset['samples']} samples exceed --max-length "
-                         f"{s.max_length} and will be cut")
-        if data.missing_images:
-            notes.append(f"{len(data.missing_images)} records name a missing image (e.g. {data.missing_images[0]}); "
-                         "xtuner replaces them by other samples")
+    def _warnings(s: Settings, dataset: dict[str, Any], machine: dict[str, Any]) -> list[str]:
+        notes = record_check.notes(dataset["check"])
         if s.save_steps > dataset["iterations"]:
             notes.append(f"--save-steps {s.save_steps} > {dataset['iterations']} iterations: only the final "
                          "checkpoint will be saved")

@@ -4,7 +4,9 @@ The template follows xtuner's own ``internvl_v2_*_finetune`` configs (seed 003 s
 with every value rendered as a literal: mmengine parses configs with lazy imports, so
 ``os.environ`` and other code cannot run there. The model class is vlhub's
 ``VlhubInternVL`` (``plugins/workers/train_internvl.py``, copied into the run folder's
-``code/`` and put on ``PYTHONPATH``), which loads the LLM without flash-attn when it is absent.
+``code/`` and put on ``PYTHONPATH``), which loads the LLM without flash-attn when it is absent;
+the dataset class is ``VlhubInternVLDataset`` from the same file (xtuner's ``InternVL_V1_5_Dataset``
+plus several images per record, a per-record system prompt and a check of every record).
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from string import Template
 from .inputs import DataInfo, ModelInfo
 from .settings import Settings
 
-#: The module (in the run folder's code/ directory) that holds the model class and the sample hook.
+#: The module (in the run folder's code/ directory) that holds the model and dataset classes and the sample hook.
 MODEL_MODULE = "train_internvl"
 
 TEMPLATE = Template('''\
@@ -28,14 +30,13 @@ from peft import LoraConfig
 from torch.optim import AdamW
 from transformers import AutoTokenizer
 
-from xtuner.dataset import InternVL_V1_5_Dataset
 from xtuner.dataset.collate_fns import default_collate_fn
 from xtuner.dataset.samplers import LengthGroupedSampler
 from xtuner.engine.hooks import DatasetInfoHook
 from xtuner.engine.runner import TrainLoop
 from xtuner.utils import PROMPT_TEMPLATE
 
-from $module import InternVLSampleHook, VlhubInternVL
+from $module import InternVLSampleHook, VlhubInternVL, VlhubInternVLDataset
 
 #######################################################################
 #                          PART 1  Settings                           #
@@ -87,8 +88,10 @@ model = dict(
 #######################################################################
 #                      PART 3  Dataset & Dataloader                   #
 #######################################################################
+# xtuner's InternVL_V1_5_Dataset + several images per record, a per-record system prompt, and
+# records it cannot train left out (with index and reason) when it is built
 llava_dataset = dict(
-    type=InternVL_V1_5_Dataset,
+    type=VlhubInternVLDataset,
     model_path=model_path,
     data_paths=data_path,
     image_folders=image_folder,

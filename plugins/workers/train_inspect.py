@@ -1,14 +1,19 @@
 """Check xtuner configs and report on their dataset, on the CPU, in the train stage env.
 
 Usage: ``train_inspect.py CONFIG [CONFIG ...] [--dataset] [--step]``
+or ``train_inspect.py --check --model DIR --data FILE --image-root DIR --template NAME --max-length N``
 
 - every CONFIG is loaded with mmengine's ``Config.fromfile`` and its model and dataset
   classes are resolved (one Python start for many configs);
-- ``--dataset`` builds the first config's dataset with xtuner's ``InternVL_V1_5_Dataset``
-  and reports the sample count, token-length statistics and samples over ``max_length``
-  (this is what ``xtuner train`` would build, without ``xtuner train``, which needs a GPU);
+- ``--dataset`` builds the first config's dataset (vlhub's ``VlhubInternVLDataset``, a subclass of
+  xtuner's ``InternVL_V1_5_Dataset``, which checks every record as it is built) and reports the
+  sample count, exact token-length statistics, samples over ``max_length`` and the records left
+  out with their index and reason (this is what ``xtuner train`` would build, without ``xtuner
+  train``, which needs a GPU);
 - ``--step`` also builds the model on the CPU, runs one training step on one sample and
-  answers one prompt about its image (the sample hook's code path).
+  answers one prompt about its image (the sample hook's code path);
+- ``--check`` builds the same dataset from a model folder and a data file, without a config
+  (``vlhub data validate/prepare --trainer xtuner``), and reports the record check only.
 
 The result also says what the environment offers: CUDA devices, flash-attn, bitsandbytes.
 """
@@ -21,12 +26,15 @@ import statistics
 import sys
 import time
 import traceback
+from collections import Counter
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _protocol  # noqa: E402
 
 EXACT_SAMPLES = 4
+#: records left out that the report lists (the counts are always complete)
+MAX_PROBLEMS = 200
 
 
 def environment() -> dict[str, Any]:
@@ -62,6 +70,30 @@ def _stats(values: list[int]) -> dict[str, Any]:
             "median": statistics.median(ordered), "p95": ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]}
 
 
+def check_report(dataset: Any) -> dict[str, Any]:
+    """What the dataset's own check (``VlhubInternVLDataset.inspect``, run on every record as it was
+    built) found: records left out with index, field, reason and kind; samples over ``max_length``."""
+    checked = dataset.checked
+    kept = [c for c in checked if c["problem"] is None]
+    problems = [{"index": c["index"], **c["problem"]} for c in checked if c["problem"] is not None]
+    over = [c for c in kept if c["tokens"] > dataset.max_length]
+    worst = max(over, key=lambda c: c["tokens"], default=None)
+    return {
+        "records": len(checked), "kept": len(kept), "max_length": dataset.max_length,
+        "problem_count": len(problems), "problems": problems[:MAX_PROBLEMS],
+        "left_out": dict(Counter(p["kind"] for p in problems)),
+        "over_max_length": len(over),
+        "over_max_length_records": [{"index": c["index"], "tokens": c["tokens"]} for c in over[:MAX_PROBLEMS]],
+        "over_max_length_worst": worst and {"index": worst["index"], "tokens": worst["tokens"],
+                                            "over": worst["tokens"] - dataset.max_length},
+        "tokens": _stats([c["tokens"] for c in kept]) if kept else None,
+        "with_image": sum(1 for c in kept if c["images"]), "multi_image": sum(1 for c in kept if c["images"] > 1),
+        "max_images": max((c["images"] for c in kept), default=0),
+        "system_prompts": sum(1 for c in kept if c["system"]),
+        "tile_tokens": dataset.patch_token, "max_tiles": dataset.max_dynamic_patch + int(dataset.use_thumbnail),
+    }
+
+
 def dataset_report(path: str) -> tuple[dict[str, Any], Any, Any]:
     """Build the config's dataset on the CPU and describe it; also return the config and dataset."""
     from mmengine.config import Config
@@ -71,26 +103,41 @@ def dataset_report(path: str) -> tuple[dict[str, Any], Any, Any]:
     started = time.monotonic()
     _protocol.progress("dataset", 0, None, "", "building the dataset (tokenizing)")
     dataset = BUILDER.build(cfg.llava_dataset)
-    missing = [i for i, (rec, root) in enumerate(zip(dataset.data, dataset.image_folder))
-               if rec.get("image") and not os.path.isfile(os.path.join(
-                   root, rec["image"][0] if isinstance(rec["image"], list) else rec["image"]))]
-    lengths = [abs(n) for n in dataset.group_length]
-    over = sum(1 for n in lengths if n > cfg.max_length)
+    check = check_report(dataset)
+    by_index = {c["index"]: c for c in dataset.checked}
     exact = []
-    for index in [i for i in range(len(dataset)) if i not in set(missing)][:EXACT_SAMPLES]:
+    for index in range(min(EXACT_SAMPLES, len(dataset))):
         item = dataset.prepare_data(index)
-        exact.append({"index": index, "tokens": len(item["input_ids"]),
+        if item is None:  # an image that does not decode (its header did): xtuner takes another sample
+            continue
+        record = dataset.data[index]["index"]
+        exact.append({"index": record, "tokens": len(item["input_ids"]), "check_tokens": by_index[record]["tokens"],
                       "trained_tokens": sum(1 for t in item["labels"] if t >= 0),
-                      "image_tiles": int(item["pixel_values"].shape[0])})
+                      "image_tiles": int(item["pixel_values"].shape[0]) if dataset.data[index]["images"] else 0})
     report = {
-        "records": len(dataset), "samples": len(dataset) - len(missing), "missing_images": len(missing),
-        "with_image": sum(1 for n in dataset.group_length if n > 0), "max_length": cfg.max_length,
-        "tokens": _stats(lengths), "over_max_length": over, "tile_tokens": dataset.patch_token,
-        "max_tiles": dataset.max_dynamic_patch + int(dataset.use_thumbnail), "exact": exact,
+        "records": check["records"], "samples": len(dataset), "missing_images": check["left_out"].get("image", 0),
+        "with_image": check["with_image"], "max_length": cfg.max_length,
+        "tokens": check["tokens"] or _stats([0]), "over_max_length": check["over_max_length"],
+        "over_max_length_worst": check["over_max_length_worst"], "tile_tokens": dataset.patch_token,
+        "max_tiles": check["max_tiles"], "exact": exact,
         "template": {k: dataset.template.get(k) for k in ("SYSTEM", "INSTRUCTION", "SUFFIX")},
-        "seconds": round(time.monotonic() - started, 1),
+        "check": check, "seconds": round(time.monotonic() - started, 1),
     }
     return report, cfg, dataset
+
+
+def standalone_check(model: str, data: str, image_root: str, template: str, max_length: int) -> dict[str, Any]:
+    """The record check of ``data`` for ``model``, with the dataset class a run's config uses."""
+    import copy
+
+    from train_internvl import VlhubInternVLDataset
+    from xtuner.utils import PROMPT_TEMPLATE
+
+    started = time.monotonic()
+    _protocol.progress("check", 0, None, "", "checking every record (tokenizing)")
+    dataset = VlhubInternVLDataset(model, copy.deepcopy(PROMPT_TEMPLATE[template]), data, image_root,
+                                   max_length=max_length)
+    return {**check_report(dataset), "seconds": round(time.monotonic() - started, 1)}
 
 
 def training_step(cfg: Any, dataset: Any) -> dict[str, Any]:
@@ -115,8 +162,8 @@ def training_step(cfg: Any, dataset: Any) -> dict[str, Any]:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     with_grad = sum(1 for p in model.parameters() if p.requires_grad and p.grad is not None)
     attn = getattr(model.model.language_model.config, "_attn_implementation", None)
-    image = next(os.path.join(root, rec["image"][0] if isinstance(rec["image"], list) else rec["image"])
-                 for rec, root in zip(dataset.data, dataset.image_folder) if rec.get("image"))
+    image = next(os.path.join(root, rec["images"][0]) for rec, root in zip(dataset.data, dataset.image_folder)
+                 if rec["images"])
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(cfg.model_path, trust_remote_code=True)
     sample = sample_outputs(model.model, tokenizer, image, ["Describe this image."], 8)[0]
@@ -126,10 +173,28 @@ def training_step(cfg: Any, dataset: Any) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("configs", nargs="+")
+    parser.add_argument("configs", nargs="*")
     parser.add_argument("--dataset", action="store_true")
     parser.add_argument("--step", action="store_true")
+    parser.add_argument("--check", action="store_true")
+    parser.add_argument("--model")
+    parser.add_argument("--data")
+    parser.add_argument("--image-root", default="")
+    parser.add_argument("--template")
+    parser.add_argument("--max-length", type=int, default=4096)
     args = parser.parse_args()
+    if args.check:
+        try:
+            check = standalone_check(args.model, args.data, args.image_root, args.template, args.max_length)
+        except Exception as exc:  # reported as one line; the traceback stays on stderr for --debug
+            traceback.print_exc()
+            _protocol.fail(f"checking {args.data} in the train environment failed: {type(exc).__name__}: {exc}",
+                           "check the model folder and the data file; `vlhub --debug ...` shows the traceback",
+                           code=1)
+        _protocol.result(check=check)
+        return
+    if not args.configs:
+        _protocol.fail("no config given", "give a config file, or --check")
     missing = [c for c in args.configs if not os.path.isfile(c)]
     if missing:
         _protocol.fail(f"no config {missing[0]}", "generate it again with `vlhub train ... --dry-run`")
@@ -137,7 +202,7 @@ def main() -> None:
         result: dict[str, Any] = {"environment": environment(), "configs": load_configs(args.configs)}
         if args.dataset or args.step:
             result["dataset"], cfg, dataset = dataset_report(args.configs[0])
-            if args.step:
+            if args.step and len(dataset):
                 result["step"] = training_step(cfg, dataset)
     except Exception as exc:  # reported as one line; the traceback stays on stderr for --debug
         traceback.print_exc()

@@ -8,11 +8,22 @@ the generated config imports ``VlhubInternVL`` and ``InternVLSampleHook`` from i
   InternLM2's remote code, otherwise): xtuner 0.2.0 forces ``flash_attention_2``.
 - ``InternVLSampleHook`` logs ``Sample output:`` blocks like xtuner's ``EvaluateChatHook``
   (which only knows LLaVA models) through the model's own ``chat()``.
+- ``VlhubInternVLDataset`` is xtuner's ``InternVL_V1_5_Dataset`` (same template, system prompt and
+  tokenisation for the records xtuner reads) that also trains several images per record
+  (InternVL's multi-image format: one ``<image>`` per image, each replaced in order by its tiles'
+  tokens, ``max(1, max_dynamic_patch // images)`` tiles per image), a per-record system prompt
+  (a first ``system`` turn replaces the model's default one), ``messages`` records and OpenAI
+  content lists. Every record is checked when the dataset is built (:meth:`VlhubInternVLDataset.inspect`,
+  also what ``vlhub train --dry-run`` and ``vlhub data validate --trainer xtuner`` report): one that
+  would crash xtuner or train wrongly is left out with its index and reason, never met mid-run.
 """
 from __future__ import annotations
 
+import copy
 import importlib.util
+import json
 import os
+from collections import Counter
 from typing import Any
 
 import torch
@@ -24,8 +35,9 @@ from mmengine.model import BaseModel, is_model_wrapper
 from PIL import Image
 from torchvision.transforms.functional import InterpolationMode
 from transformers import AutoConfig, AutoModel, AutoTokenizer, BitsAndBytesConfig
-from xtuner.dataset.internvl_dataset import dynamic_preprocess
+from xtuner.dataset.internvl_dataset import InternVL_V1_5_Dataset, dynamic_preprocess, find_closest_aspect_ratio
 from xtuner.model import InternVL_V1_5
+from xtuner.utils import IGNORE_INDEX
 
 
 def attention_for(llm_model_type: str) -> str:
@@ -171,3 +183,355 @@ class InternVLSampleHook(Hook):
 
     def after_train(self, runner: Any) -> None:
         self._generate(runner, save=True)
+
+
+# ---------------------------------------------------------------- the dataset
+PLACEHOLDER = "<image>"
+#: roles as this dataset reads them, in both record shapes (``from``/``value`` and ``role``/``content``)
+ROLES = {"human": "human", "user": "human", "gpt": "gpt", "assistant": "gpt", "system": "system"}
+#: why a record is left out: the record itself (xtuner would crash on it or train it wrongly), one of its
+#: image files (missing or unreadable: xtuner would silently train another record instead), or its
+#: length (``max_length`` would cut image tokens, or every answer token)
+RECORD, IMAGE, LENGTH = "record", "image", "length"
+
+
+class Rejected(ValueError):
+    """A record the dataset leaves out: ``reason`` (one line), ``field`` (where) and ``kind``."""
+
+    def __init__(self, reason: str, field: str = "record", kind: str = RECORD) -> None:
+        super().__init__(reason)
+        self.field = field
+        self.kind = kind
+
+
+def _json_type(value: Any) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
+        type(value), "number" if isinstance(value, (int, float)) else type(value).__name__)
+
+
+def _content_parts(parts: list[Any], where: str, field: str, images: list[str]) -> str:
+    """OpenAI content parts as text: text parts joined by newlines, one ``<image>`` per image part
+    (its path appended to ``images``); the same conversion as ``vlhub data prepare``."""
+    if not parts:
+        raise Rejected(f"{where}: the list of content parts is empty", field)
+    texts = []
+    for k, part in enumerate(parts):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(part.get("text", ""), str):
+            texts.append(part.get("text", ""))
+        elif kind in ("image", "image_url"):
+            ref = part.get("image") or part.get("image_url") or part.get("url") or part.get("path")
+            ref = ref.get("url") if isinstance(ref, dict) else ref
+            if ref:
+                images.append(ref if isinstance(ref, str) else str(ref))
+            texts.append(PLACEHOLDER)
+        else:
+            raise Rejected(f"{where}: content part {k} is not a text or image part", field)
+    return "\n".join(texts)
+
+
+def read_record(raw: Any) -> dict[str, Any]:
+    """One record of the training file as ``{"images": [str], "system": str | None, "conversations":
+    [{"from": "human" | "gpt", "value": str}]}``, or :class:`Rejected` with the reason.
+
+    Accepted: ``conversations`` (``from``/``value``) or ``messages`` (``role``/``content``) turns, text or
+    OpenAI content lists, an optional first ``system`` turn (the record's system prompt), then
+    questions and answers alternating, ``human`` first and ``gpt`` last, none empty; ``image`` (or
+    ``images``, or the content lists' image parts) a path or a non-empty list of paths, with exactly one
+    ``<image>`` per image, in questions only. Anything else would crash xtuner 0.2.0's dataset (``messages``,
+    content lists, unknown roles, a missing text, several images) or train it wrongly (xtuner joins two
+    questions in a row, skips answers before the first question and questions without answer, strips
+    ``<image>`` from text-only records and keeps it as text in answers).
+    """
+    if not isinstance(raw, dict):
+        raise Rejected(f"the record is a JSON {_json_type(raw)}, not an object")
+    key = "conversations" if "conversations" in raw else "messages" if "messages" in raw else ""
+    if not key:
+        raise Rejected("no 'conversations' or 'messages' list of turns")
+    turns = raw[key]
+    if not isinstance(turns, list) or not turns:
+        raise Rejected(f"'{key}' is {'empty' if turns == [] else 'a JSON ' + _json_type(turns)}, not a list of turns",
+                       key)
+    found: list[str] = []
+    read: list[tuple[str, str]] = []
+    for i, turn in enumerate(turns):
+        field = f"{key}[{i}]"
+        if not isinstance(turn, dict):
+            raise Rejected(f"turn {i} is a JSON {_json_type(turn)}, not an object", field)
+        role = turn.get("from", turn.get("role"))
+        if role not in ROLES:
+            raise Rejected(f"turn {i} has role {role!r}; xtuner reads human/user, gpt/assistant (and vlhub's "
+                           "dataset a first system turn)", f"{field}.from")
+        role = ROLES[role]
+        text_key = "value" if "value" in turn else "content" if "content" in turn else "value"
+        value = turn.get(text_key)
+        if isinstance(value, dict) and "type" in value:
+            value = [value]
+        if isinstance(value, list):
+            value = _content_parts(value, f"turn {i} ({role})", f"{field}.{text_key}", found)
+        if not isinstance(value, str):
+            raise Rejected(f"turn {i} ({role}) has no text" if value is None else
+                           f"turn {i} ({role}): its text is a JSON {_json_type(value)}", f"{field}.{text_key}")
+        if not value.strip():
+            raise Rejected(f"turn {i} ({role}) is empty", f"{field}.{text_key}")
+        read.append((role, value))
+    system = None
+    if read[0][0] == "system":
+        system = read.pop(0)[1]
+        if PLACEHOLDER in system:
+            raise Rejected("the system turn contains <image>: images belong in a question", f"{key}[0]")
+    offset = len(turns) - len(read)
+    if not read:
+        raise Rejected("the record holds only a system turn", key)
+    conversations = []
+    for i, (role, value) in enumerate(read):
+        expected = "human" if i % 2 == 0 else "gpt"
+        field = f"{key}[{i + offset}]"
+        if role == "system":
+            raise Rejected(f"turn {i + offset} is a system turn after the conversation started: only a first "
+                           "system turn is read (the record's system prompt)", f"{field}.from")
+        if role != expected:
+            what = ("xtuner would skip this answer" if i == 0 else
+                    "xtuner would join the two questions into one" if role == "human" else
+                    "two answers in a row")
+            raise Rejected(f"turn {i + offset} is {role!r}, expected {expected!r} ({what})", f"{field}.from")
+        if role == "gpt" and PLACEHOLDER in value:
+            raise Rejected(f"turn {i + offset} (gpt) contains <image>: images belong in a question", field)
+        conversations.append({"from": role, "value": value})
+    if len(read) % 2:
+        raise Rejected(f"the last turn ({len(turns) - 1}) is a question without an answer (xtuner would skip it)",
+                       f"{key}[{len(turns) - 1}]")
+    images = raw.get("image", raw.get("images"))
+    if images is None and found:
+        images = found
+    refs = [] if images is None else [images] if isinstance(images, str) else images
+    if not isinstance(refs, list) or (images is not None and not refs):
+        raise Rejected("empty image list" if refs == [] else f"image is a JSON {_json_type(images)}, not a path",
+                       "image")
+    for ref in refs:
+        if not isinstance(ref, str) or not ref.strip():
+            raise Rejected(f"image path is not a non-empty string: {ref!r:.60}", "image")
+    placeholders = sum(t["value"].count(PLACEHOLDER) for t in conversations)
+    if placeholders != len(refs):
+        where = " (xtuner would strip them: add the image, or remove the placeholder)" if not refs else \
+            " (an image without its <image> has no place in the text)" if placeholders < len(refs) else ""
+        raise Rejected(f"{placeholders} <image> placeholder(s) for {len(refs)} image(s){where}", key)
+    return {"images": refs, "system": system, "conversations": conversations}
+
+
+def tile_count(size: tuple[int, int], min_num: int, max_num: int, image_size: int, use_thumbnail: bool) -> int:
+    """How many tiles ``dynamic_preprocess`` cuts an image of ``size`` (width, height) into (thumbnail included)."""
+    width, height = size
+    ratios = sorted({(i, j) for n in range(min_num, max_num + 1) for i in range(1, n + 1) for j in range(1, n + 1)
+                     if min_num <= i * j <= max_num}, key=lambda x: x[0] * x[1])
+    best = find_closest_aspect_ratio(width / height, ratios, width, height, image_size)
+    blocks = best[0] * best[1]
+    return blocks + 1 if use_thumbnail and blocks != 1 else blocks
+
+
+def _load_records(path: str) -> list[Any]:
+    """The records of a ``.json`` list or ``.jsonl`` file (the names xtuner reads), as UTF-8 whatever the
+    locale; blank JSONL lines are skipped."""
+    if not path.endswith((".json", ".jsonl")):
+        raise ValueError(f"Unsupported file format: {path}, only support .json and .jsonl.")
+    with open(path, encoding="utf-8-sig") as handle:
+        if path.endswith(".jsonl"):
+            return [json.loads(line) for line in handle if line.strip()]
+        data = json.load(handle)
+    if not isinstance(data, list):
+        raise ValueError(f"{path} holds a JSON {_json_type(data)}, not a list of records")
+    return data
+
+
+class VlhubInternVLDataset(InternVL_V1_5_Dataset):
+    """xtuner's InternVL dataset with several images per record, a per-record system prompt, and every
+    record checked when it is built (bad ones left out, each with its index and reason).
+
+    Records xtuner 0.2.0 reads (one image or none, no system turn) are tokenised exactly as it does:
+    the same template, the model's default system prompt, the image's tokens put before the question.
+    Attributes besides xtuner's: ``checked`` (one :meth:`inspect` result per record of the files, in order),
+    ``data`` (the kept records, as :func:`read_record` returns them plus ``index`` and ``image``).
+    """
+
+    def __init__(self, model_path: str, template: Any, data_paths: Any, image_folders: Any = None,
+                 repeat_times: Any = 1, max_length: int = 8192) -> None:
+        # xtuner's own set-up (config, template and system prompt, tokenizer, transform) on no data
+        super().__init__(model_path, template, [], [], [], max_length)
+        self.img_context_id = self.tokenizer.convert_tokens_to_ids(self.IMG_CONTEXT_TOKEN)
+        self.img_end_id = self.tokenizer.convert_tokens_to_ids(self.IMG_END_TOKEN)
+        paths = list(data_paths) if isinstance(data_paths, (list, tuple)) else [data_paths]
+        folders = list(image_folders) if isinstance(image_folders, (list, tuple)) else [image_folders] * len(paths)
+        repeats = list(repeat_times) if isinstance(repeat_times, (list, tuple)) else [repeat_times] * len(paths)
+        assert len(paths) == len(folders) == len(repeats)
+        self._sizes: dict[str, Any] = {}
+        self.checked: list[dict[str, Any]] = []
+        for path, folder, repeat in zip(paths, folders, repeats):
+            print_log(f"=======Starting to process {path} (vlhub) =======", logger="current")
+            for index, raw in enumerate(_load_records(path)):
+                result = self.inspect(raw, folder or "", index)
+                self.checked.append(result)
+                if result["problem"] is None:
+                    for _ in range(max(1, int(repeat))):
+                        self.data.append(result["record"])
+                        self.image_folder.append(folder or "")
+                        self.group_length.append(result["tokens"] if result["images"] else -result["tokens"])
+        self._log_checked()
+
+    # ------------------------------------------------------------ checking
+    def max_tiles(self, images: int) -> int:
+        """Tiles per image of a record with ``images`` images (InternVL's multi-image rule)."""
+        return self.max_dynamic_patch if images <= 1 else max(1, self.max_dynamic_patch // images)
+
+    def _image_size(self, path: str) -> tuple[int, int]:
+        if path not in self._sizes:
+            try:
+                with Image.open(path) as image:
+                    self._sizes[path] = image.size
+            except FileNotFoundError:
+                self._sizes[path] = Rejected(f"image not found: {path}", "image", IMAGE)
+            except Exception as exc:  # noqa: BLE001 (any decoder error: the record is left out)
+                self._sizes[path] = Rejected(f"image cannot be read: {path} ({type(exc).__name__}: {exc})"[:300],
+                                             "image", IMAGE)
+        found = self._sizes[path]
+        if isinstance(found, Rejected):
+            raise found
+        return found
+
+    def inspect(self, raw: Any, image_folder: str, index: int = 0) -> dict[str, Any]:
+        """Whether and how this dataset trains one record, without loading its pixels.
+
+        Returns:
+            ``index``; ``problem`` (``None``, or ``{"field", "reason", "kind"}``: the record is left out);
+            for a kept record also ``record`` (:func:`read_record`'s form), ``images``, ``tiles`` (per image),
+            ``system`` (whether it brings its own system prompt), ``tokens`` (its exact length before
+            ``max_length`` cuts it, image tokens included), ``image_end`` (tokens up to its last image
+            token) and ``trained`` (answer tokens left after the cut).
+        """
+        out: dict[str, Any] = {"index": index, "problem": None}
+        try:
+            record = read_record(raw)
+            record["index"] = index
+            record["image"] = record["images"] or None
+            sizes = [self._image_size(os.path.join(image_folder, ref)) for ref in record["images"]]
+            top = self.max_tiles(len(sizes))
+            tiles = [tile_count(size, min(self.min_dynamic_patch, top), top, self.image_size, self.use_thumbnail)
+                     for size in sizes]
+            out.update(record=record, images=len(tiles), tiles=tiles, system=record["system"] is not None,
+                       **self._measure(record, tiles))
+            if out["image_end"] > self.max_length:
+                raise Rejected(f"{out['tokens']} tokens, its {len(tiles)} image(s) up to token {out['image_end']}: "
+                               f"--max-length {self.max_length} would cut image tokens (the model then pairs "
+                               "the batch's images with the wrong records)", "image", LENGTH)
+            if out["trained"] == 0:
+                raise Rejected(f"{out['tokens']} tokens: --max-length {self.max_length} cuts every answer token "
+                               "(nothing left to train)", "conversations", LENGTH)
+        except Rejected as exc:
+            out = {"index": index, "problem": {"field": exc.field, "reason": str(exc), "kind": exc.kind}}
+        return out
+
+    def _measure(self, record: dict[str, Any], tiles: list[int]) -> dict[str, int]:
+        """Exact length, end of the last image and answer tokens kept, from one tokenisation with one
+        ``<IMG_CONTEXT>`` per image (a special token, so each image's run of them only shifts what follows)."""
+        ids, labels = self.tokenize(record, [1] * len(tiles))
+        extra = [n * self.patch_token - 1 for n in tiles]
+        if sum(1 for t in ids if t == self.img_context_id) != len(tiles):  # not a single special token here
+            ids, labels = self.tokenize(record, [n * self.patch_token for n in tiles])
+            extra = [0] * len(tiles)
+        shift, seen, real, image_end = 0, 0, [], 0
+        for pos, token in enumerate(ids):
+            real.append(pos + shift)
+            if token == self.img_context_id and seen < len(extra):
+                shift += extra[seen]
+                seen += 1
+            if token == self.img_end_id:
+                image_end = pos + shift + 1
+        trained = sum(1 for pos, label in zip(real, labels) if label != IGNORE_INDEX and pos < self.max_length)
+        return {"tokens": len(ids) + shift, "image_end": image_end, "trained": trained}
+
+    def _log_checked(self) -> None:
+        left_out = [c for c in self.checked if c["problem"]]
+        print_log(f"=======total {len(self.data)} samples; {len(left_out)} of {len(self.checked)} records "
+                  f"left out (vlhub) =======", logger="current")
+        if left_out:
+            kinds = Counter(c["problem"]["kind"] for c in left_out)
+            first = left_out[0]
+            print_log(f"left out: {dict(kinds)}; first: record {first['index']}: {first['problem']['reason']}",
+                      logger="current")
+
+    # ------------------------------------------------------------ tokenising
+    def tokenize(self, record: dict[str, Any], image_tokens: list[int]) -> tuple[list[int], list[int]]:
+        """``input_ids`` and ``labels`` of a record as xtuner's ``get_inputid_labels`` builds them (before the
+        ``max_length`` cut), image ``i`` given ``image_tokens[i]`` ``<IMG_CONTEXT>`` tokens.
+
+        One image: its tokens go before its question's text, as xtuner does. Several: each ``<image>`` is
+        replaced in order (InternVL's multi-image format). The record's own system prompt, when it has
+        one, replaces the model's default.
+        """
+        strs = [f"{self.IMG_START_TOKEN}{self.IMG_CONTEXT_TOKEN * n}{self.IMG_END_TOKEN}" for n in image_tokens]
+        pending = list(strs)
+        turns, question = [], ""
+        for msg in record["conversations"]:
+            value = msg["value"]
+            if msg["from"] == "human":
+                if PLACEHOLDER in value and len(strs) == 1:
+                    value = (pending.pop(0) + "\n" + value.replace(PLACEHOLDER, "").strip()).strip()
+                else:
+                    while PLACEHOLDER in value and pending:
+                        value = value.replace(PLACEHOLDER, pending.pop(0), 1)
+                question += value.strip()
+            else:
+                turns.append((question, value.strip()))
+                question = ""
+        system = record.get("system")
+        input_ids: list[int] = []
+        labels: list[int] = []
+        for i, (question, answer) in enumerate(turns):
+            text = self.template.INSTRUCTION.format(input=question, round=i + 1)
+            if i == 0:
+                text = self.template.SYSTEM.format(system=self._system if system is None else system) + text
+                encoded = self.tokenizer.encode(text, add_special_tokens=True)
+            else:
+                encoded = self.tokenizer.encode(text, add_special_tokens=False)
+            input_ids += encoded
+            labels += [IGNORE_INDEX] * len(encoded)
+            if self.template.get("SUFFIX", None):
+                answer += self.template.SUFFIX
+            encoded = self.tokenizer.encode(answer, add_special_tokens=False)
+            input_ids += encoded
+            labels += copy.deepcopy(encoded)
+        return input_ids, labels
+
+    def prepare_data(self, index: int) -> dict[str, Any] | None:
+        """One sample: ``pixel_values`` (every image's tiles, in order), ``input_ids``, ``labels``; ``None``
+        when an image cannot be loaded (xtuner then takes another sample, as for its own records)."""
+        record = self.data[index]
+        folder = self.image_folder[index]
+        out: dict[str, Any] = {}
+        if record["images"]:
+            top = self.max_tiles(len(record["images"]))
+            pixels = []
+            for ref in record["images"]:
+                try:
+                    image = self.get_image(os.path.join(folder, ref))
+                except Exception as e:  # noqa: BLE001 (as xtuner: logged, another sample is used)
+                    print_log(f"Error: {e}", logger="current")
+                    return None
+                tiles = dynamic_preprocess(image, min(self.min_dynamic_patch, top), top, self.image_size,
+                                           self.use_thumbnail)
+                pixels.append(torch.stack([self.transformer(tile) for tile in tiles]))
+            out["pixel_values"] = torch.cat(pixels)
+            input_ids, labels = self.tokenize(record, [p.shape[0] * self.patch_token for p in pixels])
+        else:
+            input_ids, labels = self.tokenize(record, [])
+            out["pixel_values"] = torch.zeros(1, 3, self.image_size, self.image_size)
+        if len(input_ids) > self.max_length:
+            input_ids = input_ids[:self.max_length]
+            labels = labels[:self.max_length]
+            print_log(f"Warning: input_ids length({len(input_ids)}) is longer than max_length, cut to "
+                      f"{self.max_length}", logger="current")
+        if record["images"] and input_ids.count(self.img_context_id) != out["pixel_values"].shape[0] * self.patch_token:
+            print_log(f"record {record['index']}: its image tokens do not match its tiles; another sample is used",
+                      logger="current")
+            return None
+        out.update(input_ids=input_ids, labels=labels)
+        return out
