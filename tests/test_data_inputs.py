@@ -120,19 +120,20 @@ def test_missing_images_name_the_plugins_own_fix(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("shape", ["conversations", "messages"])
 def test_records_all_dropped_for_another_reason(tmp_path: Path, shape: str) -> None:
+    """Every record has a system turn after its question (only a first system turn can be trained)."""
     src = tmp_path / "src"
     write_image(src / "a.jpg", 1)
     if shape == "conversations":
-        rows = [{"image": "a.jpg", "conversations": [{"from": "system", "value": "Be brief."},
-                                                     *llava_record(None)["conversations"]]}] * 3
+        rows = [{"image": "a.jpg", "conversations": [*llava_record(None)["conversations"],
+                                                     {"from": "system", "value": "Be brief."}]}] * 3
     else:
-        rows = [{"image": "a.jpg", "messages": [{"role": "system", "content": "Be brief."},
-                                                {"role": "user", "content": "<image>\nWhat is this?"},
-                                                {"role": "assistant", "content": "A cat."}]}] * 3
+        rows = [{"image": "a.jpg", "messages": [{"role": "user", "content": "<image>\nWhat is this?"},
+                                                {"role": "assistant", "content": "A cat."},
+                                                {"role": "system", "content": "Be brief."}]}] * 3
     write_json(src / "chat.json", rows)
     proc = vlhub("data", "prepare", "llava-json", "--source", str(src / "chat.json"), "--out", str(tmp_path / "out"))
-    one_error(proc, 1, "all 3 records were dropped; first: record 0 (chat.json: conversations[0].from): turn 0 is "
-                       "a system turn", "--opt system=drop")
+    one_error(proc, 1, "all 3 records were dropped; first: record 0 (chat.json: conversations[2].from): turn 2 is "
+                       "a system turn after the first turn", "--opt system=drop")
     nothing_written(tmp_path / "out")
     ok = vlhub("data", "prepare", "llava-json", "--source", str(src / "chat.json"), "--out", str(tmp_path / "out"),
                "--opt", "system=drop")
@@ -358,13 +359,18 @@ def test_system_turns_follow_one_rule_in_both_shapes(tmp_path: Path) -> None:
                                                {"role": "user", "content": "<image>\nWhat?"},
                                                {"role": "assistant", "content": "A cat."}]}
     write_json(src / "chat.json", [conversations, messages, llava_record("a.jpg")])
-    rejected = data.prepare("llava-json", src / "chat.json", tmp_path / "out")
-    assert [(p.index, p.field) for p in rejected.problems] == [(0, "chat.json: conversations[0].from"),
-                                                               (1, "chat.json: conversations[0].from")]
+    kept = data.prepare("llava-json", src / "chat.json", tmp_path / "out")  # default: the record's own system prompt
+    records = load(tmp_path / "out/train.json")
+    assert kept.dropped == 0 and records[0]["conversations"] == records[1]["conversations"]
+    assert records[0]["conversations"][0] == {"from": "system", "value": "Be brief."}
+    rejected = data.prepare("llava-json", src / "chat.json", tmp_path / "out1", {"system": "reject"})
+    assert [(p.index, p.field) for p in rejected.problems] == [(0, "chat.json: conversations[0]"),
+                                                               (1, "chat.json: messages[0]")]
     assert rejected.problems[0].reason == rejected.problems[1].reason
     dropped = data.prepare("llava-json", src / "chat.json", tmp_path / "out2", {"system": "drop"})
     records = load(tmp_path / "out2/train.json")
     assert dropped.dropped == 0 and records[0]["conversations"] == records[1]["conversations"]
+    assert records[0]["conversations"][0]["from"] == "human"
     proc = vlhub("data", "prepare", "llava-json", "--source", str(src / "chat.json"), "--out",
-                 str(tmp_path / "o3"), "--opt", "system=keep")
-    one_error(proc, 2, "system='keep' is not one of reject, drop")
+                 str(tmp_path / "o3"), "--opt", "system=later")
+    one_error(proc, 2, "system='later' is not one of keep, reject, drop")

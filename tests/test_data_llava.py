@@ -73,10 +73,14 @@ def test_messages_and_jsonl_become_llava(tmp_path: Path) -> None:
     stats = data.stats(tmp_path / "out")
     assert stats["images"] == 2 and stats["text_only_records"] == 1 and stats["turns"]["total"] == 8
     assert stats["image_formats"] == {"PNG": 1, "JPEG": 1}
-    # by default a system turn is reported (as in the `conversations` shape), not silently dropped
+    # by default a first system turn is the record's own system prompt (kept, in both shapes) ...
     default = data.prepare("llava-json", src / "chat.jsonl", tmp_path / "out2")
-    assert default.problems[0].index == 0 and default.problems[0].field == "chat.jsonl: conversations[0].from"
-    assert "turn 0 is a system turn" in default.problems[0].reason and "--opt system=drop" in default.problems[0].reason
+    first = load(tmp_path / "out2/train.json")[0]
+    assert first["conversations"][0]["from"] == "system" and [p.index for p in default.problems] == [3, 4]
+    # ... and with system=reject a record with a system turn is reported, not silently dropped
+    rejected = data.prepare("llava-json", src / "chat.jsonl", tmp_path / "out3", {"system": "reject"})
+    assert rejected.problems[0].index == 0 and rejected.problems[0].field == "chat.jsonl: messages[0]"
+    assert "turn 0 is a system turn" in rejected.problems[0].reason and "--opt system=drop" in rejected.problems[0].reason
 
 
 def test_validate_cli(tmp_path: Path) -> None:

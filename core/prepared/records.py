@@ -3,7 +3,9 @@
 A record is ``{"id", "image": str | list[str] (optional), "conversations": [{"from", "value"}]}``
 with ``from`` alternating ``human`` / ``gpt`` and one ``<image>`` placeholder per image, in human
 turns only. ``system`` turns are handled alike in the ``conversations`` and ``messages`` shapes
-(:data:`SYSTEM_RULES`): reported by default, left out with ``system="drop"``.
+(:data:`SYSTEM_RULES`): by default a first system turn is the record's own system prompt (vlhub's
+xtuner dataset trains it) and a later one is refused; ``system="reject"`` refuses any,
+``system="drop"`` leaves them out.
 A plugin wraps each converted record in an :class:`Item` for validation and the split.
 """
 from __future__ import annotations
@@ -48,13 +50,14 @@ class Item:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def load_items(path: Path, checks: Checks | None = None, system: str = "reject") -> tuple[list[Item], list[Problem]]:
+def load_items(path: Path, checks: Checks | None = None, system: str = "keep") -> tuple[list[Item], list[Problem]]:
     """The records of a LLaVA-style or ``messages`` JSON/JSONL file as items grouped by image.
 
     Args:
         path: the JSON list or JSON Lines file (read as a stream).
         checks: image checks to feed each record's images as it is read (they run meanwhile).
-        system: what ``system`` turns become: ``"reject"`` (reported) or ``"drop"`` (left out); see
+        system: what ``system`` turns become: ``"keep"`` (a first one kept), ``"reject"`` (reported) or
+            ``"drop"`` (left out); see
             :func:`to_llava`.
     Returns:
         ``(items, rejected)``: one :class:`Item` per record of either shape (``groups`` = its
@@ -290,11 +293,15 @@ def _read_text(path: Path) -> str:
                        "re-save the file as UTF-8 (e.g. `iconv -f GBK -t UTF-8`)", where=str(path)) from None
 
 
-#: what ``system`` turns become (the ``system`` option of the LLaVA plugins): ``reject`` (the record is
-#: dropped and listed) or ``drop`` (the turn is left out)
-SYSTEM_RULES = ("reject", "drop")
-SYSTEM_REASON = ("a system turn: training uses the chat template's system prompt, so records hold only "
-                 "human/gpt turns; remove it, or pass --opt system=drop to leave system turns out")
+#: what ``system`` turns become (the ``system`` option of the LLaVA plugins): ``keep`` (a first system
+#: turn is the record's own system prompt, which vlhub's xtuner dataset trains; a later one is refused),
+#: ``reject`` (a record with any system turn is dropped and listed) or ``drop`` (system turns are left out,
+#: so the chat template's system prompt is used)
+SYSTEM_RULES = ("keep", "reject", "drop")
+SYSTEM_REASON = ("a system turn (--opt system=reject): remove it, or pass --opt system=keep to train it as the "
+                 "record's system prompt, or --opt system=drop to leave system turns out")
+LATE_SYSTEM_REASON = ("a system turn after the first turn: only the first turn may be the record's system prompt; "
+                      "move it to the start, or pass --opt system=drop to leave system turns out")
 _PART = 'an object like {"type": "text", "text": ...} or {"type": "image_url", "image_url": {"url": PATH}}'
 
 
@@ -311,7 +318,7 @@ def _json_type(value: Any) -> str:
         type(value), "number" if isinstance(value, (int, float)) else type(value).__name__)
 
 
-def to_llava(raw: Any, index: int, system: str = "reject") -> dict[str, Any]:
+def to_llava(raw: Any, index: int, system: str = "keep") -> dict[str, Any]:
     """One raw record as a LLaVA record; ShareGPT/OpenAI ``messages`` are converted.
 
     Both shapes are read alike: a turn is ``{"from", "value"}`` or ``{"role", "content"}``, and its
@@ -322,14 +329,15 @@ def to_llava(raw: Any, index: int, system: str = "reject") -> dict[str, Any]:
     Args:
         raw: a record as read (``conversations`` or ``messages``).
         index: its position, the ``id`` when it has none.
-        system: ``"reject"``: ``system`` turns are kept, so that :func:`structure_problem` reports
-            them; ``"drop"``: they are left out. The same in both shapes.
+        system: ``"keep"``: ``system`` turns are kept (:func:`structure_problem` accepts a first one
+            and reports later ones); ``"reject"``: a record with a system turn is refused; ``"drop"``:
+            they are left out. The same in both shapes.
     Returns:
         ``{"id": str, "image": str | list (when it has images), "conversations": [{"from", "value"}]}``,
         roles mapped to ``human``/``gpt``; not yet checked (:func:`structure_problem` does that).
     Raises:
-        RecordError: the record has neither shape, or a turn's content cannot be read (the message is
-            the reason, ``field`` where).
+        RecordError: the record has neither shape, a turn's content cannot be read, or (``"reject"``)
+            it has a system turn (the message is the reason, ``field`` where).
     """
     if not isinstance(raw, dict):
         raise RecordError(f"record is a JSON {_json_type(raw)}, not an object")
@@ -347,6 +355,8 @@ def to_llava(raw: Any, index: int, system: str = "reject") -> dict[str, Any]:
         converted = _turn(turn, i, key, found)
         if converted["from"] == "system" and system == "drop":
             continue
+        if converted["from"] == "system" and system == "reject":
+            raise RecordError(f"turn {i} is {SYSTEM_REASON}", f"{key}[{i}]")
         conversations.append(converted)
     if images is None and found:
         images = found
@@ -430,14 +440,23 @@ def structure_problem(record: dict[str, Any]) -> tuple[str, str] | None:
     if not isinstance(turns, list) or not turns:
         return "conversations", "no conversation turns"
     placeholders = 0
-    for i, turn in enumerate(turns):
+    lead = 1 if isinstance(turns[0], dict) and turns[0].get("from") == "system" else 0
+    if lead:
+        value = turns[0].get("value")
+        if not isinstance(value, str) or not value.strip():
+            return "conversations[0].value", "turn 0 (system) is empty: give the system prompt or remove the turn"
+        if "<image>" in value:
+            return "conversations[0].value", "turn 0 (system) contains <image>: images belong in the question"
+        if len(turns) == 1:
+            return "conversations", "only a system turn: a record needs a human question and a gpt answer"
+    for i, turn in enumerate(turns[lead:], start=lead):
         fld = f"conversations[{i}]"
         if not isinstance(turn, dict):
             return fld, f"turn {i} is a JSON {_json_type(turn)}, not an object"
-        expected = "human" if i % 2 == 0 else "gpt"
+        expected = "human" if (i - lead) % 2 == 0 else "gpt"
         role, value = turn.get("from"), turn.get("value")
         if role == "system":
-            return f"{fld}.from", f"turn {i} is {SYSTEM_REASON}"
+            return f"{fld}.from", f"turn {i} is {LATE_SYSTEM_REASON}"
         if role is None:
             return f"{fld}.from", f"turn {i} has no 'from' (role); expected {expected!r}"
         if role != expected:
@@ -455,7 +474,7 @@ def structure_problem(record: dict[str, Any]) -> tuple[str, str] | None:
             return f"{fld}.value", (f"turn {i} (gpt) contains <image>: images belong in the question; move the "
                                     "placeholder to a human turn")
         placeholders += value.count(PLACEHOLDER)
-    if len(turns) % 2:
+    if (len(turns) - lead) % 2:
         return f"conversations[{len(turns) - 1}]", "the last turn is from human: it has no gpt answer"
     if placeholders != len(images):
         where = "" if images else " (a text-only record: remove the placeholder, or add its image)"

@@ -24,8 +24,9 @@ COMMON_OPTIONS = (
     Option("sample", "Keep N usable records, chosen at random with the seed (0: all).", int, 0),
     Option("val_fraction", "Share of records kept for validation (whole images).", float, 0.0),
     Option("seed", "Seed of the sample and the split.", int, 0),
-    Option("system", "System turns: reject (the record is dropped and listed) or drop (the turn is left out; "
-           "training uses the chat template's system prompt).", str, "reject", SYSTEM_RULES),
+    Option("system", "System turns: keep (a first system turn is the record's own system prompt; a later one "
+           "is refused), reject (records with a system turn are dropped and listed) or drop (system turns are "
+           "left out; training uses the chat template's system prompt).", str, "keep", SYSTEM_RULES),
 )
 
 
@@ -39,7 +40,7 @@ def build(name: str, source: Path, data_file: Path, image_root: Path, out: Path,
     for given in (source, image_root):
         check_out(given, out, opts["force"])
     with Checks(str(image_root)) as checks:
-        items, rejected = load_items(data_file, checks, opts.get("system", "reject"))
+        items, rejected = load_items(data_file, checks, opts.get("system", "keep"))
         checked = validate(items, image_root, progress, rejected, checks)
     usable = checked.items
     if opts["sample"] and opts["sample"] < len(usable):

@@ -157,10 +157,11 @@ def _with_records(*records: dict[str, Any]) -> Callable[[Ctx], Path]:
     return build
 
 
-SYSTEM_FIRST = {"image": "a.jpg", "conversations": [{"from": "system", "value": "Be brief."}, *RECORD["conversations"]]}
-SYSTEM_MESSAGES = {"image": "a.jpg", "messages": [{"role": "system", "content": "Be brief."},
-                                                  {"role": "user", "content": "<image>\nWhat is this?"},
-                                                  {"role": "assistant", "content": "A red square."}]}
+#: A system turn after the question: only a first system turn is a record's own system prompt.
+SYSTEM_LATE = {"image": "a.jpg", "conversations": [*RECORD["conversations"], {"from": "system", "value": "Be brief."}]}
+SYSTEM_LATE_MESSAGES = {"image": "a.jpg", "messages": [{"role": "user", "content": "<image>\nWhat is this?"},
+                                                       {"role": "assistant", "content": "A red square."},
+                                                       {"role": "system", "content": "Be brief."}]}
 
 
 def _outside_tmp(ctx: Ctx) -> Path:
@@ -275,12 +276,13 @@ DATA = [
     Case("images-for-another-layout-validate", "data",
          lambda ctx: ["data", "validate", str(_layout_mismatch(ctx)), "--images", str(ctx.work / "src")],
          "--images DIR", code=1),
-    Case("all-records-system-first", "data", _prepare("llava-json", _with_records(SYSTEM_FIRST, SYSTEM_FIRST)),
-         "all 2 records were dropped; first: record 0 (chat.json: conversations[0].from): turn 0 is a system turn",
-         code=1),
-    Case("all-messages-system-first", "data", _prepare("llava-json", _with_records(SYSTEM_MESSAGES, SYSTEM_MESSAGES)),
-         "all 2 records were dropped; first: record 0 (chat.json: conversations[0].from): turn 0 is a system turn",
-         code=1),
+    Case("all-records-system-late", "data", _prepare("llava-json", _with_records(SYSTEM_LATE, SYSTEM_LATE)),
+         "all 2 records were dropped; first: record 0 (chat.json: conversations[2].from): turn 2 is a system turn "
+         "after the first turn", code=1),
+    Case("all-messages-system-late", "data", _prepare("llava-json", _with_records(SYSTEM_LATE_MESSAGES,
+                                                                                    SYSTEM_LATE_MESSAGES)),
+         "all 2 records were dropped; first: record 0 (chat.json: conversations[2].from): turn 2 is a system turn "
+         "after the first turn", code=1),
     Case("empty-record-list", "data", _prepare("llava-json", _with_records()), "chat.json: holds no records", code=1),
     Case("fewer-than-min-kept", "data", _prepare("llava-json", _with_records(RECORD, _record("gone.jpg")),
                                                  "--min-kept", "2"),
