@@ -144,6 +144,13 @@ _TOKEN_PREFIXES = ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "glpat
 _PLAIN_USER = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,38}$")
 
 
+#: Query parameters that carry a secret in signed or token URLs (S3 presigned uploads, CDN signatures,
+#: ``?token=``): their values are replaced, in any text (an SDK's retry warning prints the whole URL).
+_QUERY_SECRET = re.compile(r"([?&;]|&amp;|\\u0026|%26|%3F)(X-Amz-Signature|X-Amz-Credential|X-Amz-Security-Token"
+                           r"|Signature|sig|token|access_token|api_key|key)(=|%3D)([^\s&#'\"<>)\]},;\\]+)",
+                           re.IGNORECASE)
+
+
 def _redact_userinfo(match: re.Match[str]) -> str:
     userinfo = match.group(2)
     return match.group(0) if userinfo in _PLAIN_USERS else f"{match.group(1)}***@"
@@ -157,13 +164,17 @@ def redact(text: str) -> str:
 
     Returns:
         ``text`` with known tokens (remembered ones and those in the token variables of
-        :data:`TOKEN_ENV`) and ``user[:password]@`` of every ``scheme://`` URL replaced by
-        ``***`` (conventional user names such as ``git@`` are kept).
+        :data:`TOKEN_ENV`), ``user[:password]@`` of every ``scheme://`` URL (conventional user
+        names such as ``git@`` are kept) and the values of secret query parameters
+        (``X-Amz-Signature``, ``X-Amz-Credential``, ``X-Amz-Security-Token``, ``Signature``,
+        ``sig``, ``token``, ``access_token``, ``api_key``, ``key``; after ``?``, ``&`` or ``;``,
+        also HTML-, JSON- or percent-encoded) replaced by ``***``.
     """
     if not text:
         return text
     for secret in sorted(_known | _env_secrets(), key=len, reverse=True):
         text = text.replace(secret, "***")
+    text = _QUERY_SECRET.sub(lambda m: f"{m.group(1)}{m.group(2)}{m.group(3)}***", text)
     return _URL_USERINFO.sub(_redact_userinfo, text)
 
 

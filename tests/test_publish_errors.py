@@ -106,3 +106,52 @@ def test_one_failing_target_does_not_stop_the_others(srv: GitLfsServer, tmp_path
     run = json.loads((Path(report["run_dir"]) / "run.json").read_text())
     assert run["status"] == "failed" and len(run["results"]) == 2
     assert TOKEN not in json.dumps(run) and os.environ.get("VLHUB_GIT_TOKEN") is None
+
+
+SIGNED = ("https://bucket.s3.amazonaws.com/repos/ab/cd/obj?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+          "&X-Amz-Credential=AKIAEXAMPLE%2F20261201%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Date=20261201T000000Z"
+          "&X-Amz-Expires=86400&X-Amz-Security-Token=FwoGZXIvYXdzEXAMPLE&X-Amz-SignedHeaders=host"
+          "&X-Amz-Signature=0f1e2d3c4b5a69788796a5b4c3d2e1f0")
+
+
+@pytest.mark.parametrize("text, secrets", [
+    (f"Retrying in 1s [Retry 1/5]. 'Connection reset' thrown while requesting PUT {SIGNED}",
+     ["AKIAEXAMPLE", "FwoGZXIvYXdzEXAMPLE", "0f1e2d3c4b5a69788796a5b4c3d2e1f0"]),
+    ("upload failed: https://cdn.example/x?Expires=1&Signature=sEcReTsIg&Key-Pair-Id=K1", ["sEcReTsIg"]),
+    ("GET https://hub.example/lfs-objects/ab?sig=abcdef123456 (403)", ["abcdef123456"]),
+    ("https://ms.example/api?token=tok-xyz-987&x=1;access_token=at-555 and ?api_key=ak-1&key=k-2",
+     ["tok-xyz-987", "at-555", "ak-1", "k-2"]),
+    ("<a href=\"https://h/x?a=1&amp;token=amp-secret-1\">", ["amp-secret-1"]),
+])
+def test_signed_url_parameters_are_redacted(text: str, secrets: list[str]) -> None:
+    from vlhub.core.secrets import redact
+
+    out = redact(text)
+    for secret in secrets:
+        assert secret not in out, out
+    assert "***" in out
+    assert "X-Amz-Date=20261201T000000Z" in redact(SIGNED)  # parameters that are no secret stay
+    assert redact("a primary key=value in prose, monkey=1") == "a primary key=value in prose, monkey=1"
+
+
+def test_sdk_log_handlers_redact_signed_urls(capsys: pytest.CaptureFixture[str]) -> None:
+    """An SDK's own handler (huggingface_hub and modelscope attach one) prints retry warnings redacted."""
+    import logging
+    import sys
+
+    from vlhub.plugins.publishers.common import redact_sdk_logging
+
+    logger = logging.getLogger("vlhub-test-sdk")
+    handler = logging.StreamHandler(sys.stderr)
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        redact_sdk_logging("vlhub-test-sdk")
+        redact_sdk_logging("vlhub-test-sdk")  # idempotent
+        logging.getLogger("vlhub-test-sdk.http").warning("Retrying PUT %s", SIGNED)
+        logger.warning("thrown while requesting %s", SIGNED)
+    finally:
+        logger.removeHandler(handler)
+    err = capsys.readouterr().err
+    assert err.count("Retrying PUT") == 1 and "0f1e2d3c4b5a69788796a5b4c3d2e1f0" not in err and "AKIAEXAMPLE" not in err
+    assert "X-Amz-Signature=***" in err and len(handler.filters) == 1

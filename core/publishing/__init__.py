@@ -22,8 +22,11 @@ module                    what it offers
 :mod:`.gitlfs`            the git + LFS engine: :class:`Remote`, :class:`Stage`,
                           :class:`RemoteState`, :func:`check_url`, :func:`git_error`
 :mod:`.lfs`               :func:`~vlhub.core.publishing.lfs.send`: LFS objects via ``git lfs push``
+                          (copied for a local remote), then checked on the server (batch API)
 :mod:`.gitpush`           :class:`GitJob`, ``gitpush.preflight`` / ``gitpush.publish``: a whole
                           git-host publisher in two calls
+:mod:`.public`            :func:`public_provenance`: the published ``vlhub_provenance.json``
+                          without local paths
 ========================= ==================================================================
 
 Importing this package is light (standard library, filelock); GitPython loads when a git
@@ -33,15 +36,18 @@ from __future__ import annotations
 
 from . import gitpush
 from .checks import local_problems, split_repo_id
-from .folder import (BIG_FILE, LFS_PATTERNS, FolderScan, LocalFile, check_contents, check_unchanged, is_lfs,
-                     scan)
-from .gitlfs import Remote, RemoteState, Stage, check_url, git_error
+from .folder import (BIG_FILE, LFS_PATTERNS, FolderScan, LocalFile, changed_during_upload, check_contents,
+                     check_unchanged, is_lfs, scan)
+from .gitlfs import Remote, RemoteState, Stage, attr_pattern, check_url, git_error, merge_attributes
 from .gitpush import GitJob
 from .hashing import HashCache, git_blob_sha, lfs_pointer, parse_pointer, sha256_file
-from .plan import (RemoteFile, check_listing, mismatch, pending, plan_files, settle_extras, staging_dir,
-                   start)
+from .plan import (RemoteFile, check_listing, mismatch, pending, plan_files, rerun_command, settle_extras,
+                   staging_dir, staging_space, start)
+from .public import public_provenance
 
 __all__ = ["BIG_FILE", "LFS_PATTERNS", "FolderScan", "GitJob", "HashCache", "LocalFile", "Remote", "RemoteFile",
-           "RemoteState", "Stage", "check_contents", "check_listing", "check_unchanged", "check_url", "git_blob_sha",
-           "git_error", "gitpush", "is_lfs", "lfs_pointer", "local_problems", "mismatch", "parse_pointer",
-           "pending", "plan_files", "scan", "settle_extras", "sha256_file", "split_repo_id", "staging_dir", "start"]
+           "RemoteState", "Stage", "attr_pattern", "changed_during_upload", "check_contents", "check_listing",
+           "check_unchanged", "check_url", "git_blob_sha", "git_error", "gitpush", "is_lfs", "lfs_pointer",
+           "local_problems", "merge_attributes", "mismatch", "parse_pointer", "pending", "plan_files",
+           "public_provenance", "rerun_command", "scan", "settle_extras", "sha256_file", "split_repo_id",
+           "staging_dir", "staging_space", "start"]

@@ -18,7 +18,7 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vlhub.core.errors import BadInput
+from vlhub.core.errors import BadInput, VlhubError
 
 #: Weights go through LFS by name; any other file over BIG_FILE does too.
 LFS_PATTERNS = ("*.safetensors", "*.bin", "*.pth", "*.pt", "*.model", "*.onnx", "*.gguf")
@@ -217,11 +217,22 @@ def check_unchanged(folder: Path, files: list[LocalFile]) -> None:
     Raises:
         BadInput: naming up to eight changed files, with the fix (rerun the publish).
     """
+    changed = changed_files(folder, files)
+    if changed:
+        raise BadInput(f"the folder changed since its preflight: {_names(changed, '')}; nothing was sent",
+                       "rerun the publish (its preflight plans the folder as it is now)")
+
+
+def changed_files(folder: Path, files: list[LocalFile]) -> list[tuple[str, str]]:
+    """``(path, how)`` for each file that no longer is what the scan saw (``stat`` only, nothing opened).
+
+    A file is changed when it is gone, resolves elsewhere, is no longer a regular file, or its
+    size, mtime or inode differ from its :attr:`LocalFile.stamp` (``how`` says which).
+    """
     changed = []
     for f in files:
-        path = Path(folder) / f.path
         try:
-            real = os.path.realpath(path)
+            real = os.path.realpath(Path(folder) / f.path)
             st = os.stat(real)
         except OSError:
             changed.append((f.path, "gone"))
@@ -232,9 +243,32 @@ def check_unchanged(folder: Path, files: list[LocalFile]) -> None:
             changed.append((f.path, "no longer a regular file"))
         elif [st.st_size, st.st_mtime_ns, st.st_ino] != f.stamp:
             changed.append((f.path, "modified"))
+    return changed
+
+
+def changed_during_upload(folder: Path, files: list[LocalFile], rerun: str, committed: bool = False) -> None:
+    """Stop a publish whose files changed while they were being sent (checked right before and right after).
+
+    Args:
+        folder: the model folder.
+        files: the files being sent (their scan's size, mtime and inode).
+        rerun: the command that publishes again (shown as the fix).
+        committed: the hub committed what it received already (ModelScope's ``upload_folder``).
+
+    Raises:
+        VlhubError: (exit 1) naming up to eight changed files:
+            ``PATH changed during upload; rerun `vlhub publish ...` (nothing was committed)``.
+    """
+    changed = changed_files(folder, files)
     if changed:
-        raise BadInput(f"the folder changed since its preflight: {_names(changed, '')}; nothing was sent",
-                       "rerun the publish (its preflight plans the folder as it is now)")
+        raise changed_error([path for path, _ in changed], rerun, committed)
+
+
+def changed_error(paths: list[str], rerun: str, committed: bool = False) -> VlhubError:
+    """The error for files that changed while they were sent (see :func:`changed_during_upload`)."""
+    names = ", ".join(paths[:8]) + (f" and {len(paths) - 8} more" if len(paths) > 8 else "")
+    after = ("the hub may have committed a mix of old and new content" if committed else "nothing was committed")
+    return VlhubError(f"{names} changed during upload; rerun `{rerun}` ({after})", "")
 
 
 def check_contents(folder: Path, files: list[LocalFile],

@@ -12,9 +12,10 @@ incremental. Weights never enter git as blobs: each LFS file is hashed once (str
 linked into the staging's LFS store and sent by ``git lfs push``; its pointer goes into
 the index. Small files are written as blobs from their content (``git hash-object`` of the
 resolved file, mode 100644), so a symlinked file is committed as the file it points to,
-never as a link. The tree is compared with the plan before the commit, and the remote
-branch with the commit after ``git push``, whose git-lfs pre-push hook checks once more
-that every object is on the server.
+never as a link. Before the commit the server is asked (Git LFS batch API) whether it
+holds every LFS object (:func:`vlhub.core.publishing.lfs.missing_objects`) and the tree is
+compared with the plan; the remote branch is compared with the commit after ``git push``.
+A refused push is reported by its cause (:func:`git_error`).
 
 Specs followed: git's plumbing (``ls-remote --symref``, ``fetch``, ``ls-tree -r -l -z``,
 ``cat-file --batch``, ``read-tree``, ``hash-object -w --no-filters --stdin-paths``,
@@ -31,12 +32,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from vlhub.core.errors import BadInput, MissingDependency, VlhubError
 from vlhub.core.home import vlhub_home
@@ -157,6 +159,8 @@ class Stage:
         self.dir.mkdir(parents=True, exist_ok=True)
         self._git: git.Git | None = None
         self._ready = False
+        self._local: tuple[Path | None] | None = None
+        self._endpoint: tuple[str, dict[str, str]] | None = None
 
     # ------------------------------------------------------------ plumbing
     def env(self) -> dict[str, str]:
@@ -305,29 +309,37 @@ class Stage:
         return self._cat_blobs([entry[0]])[entry[0]] if entry and not entry[1] else None
 
     # ------------------------------------------------------------ attributes
-    def lfs_paths(self, files: list[fld.LocalFile]) -> tuple[set[str], bytes]:
-        """Which files git-lfs tracks (our rules plus the user's .gitattributes) and the .gitattributes to commit.
+    def lfs_paths(self, files: list[fld.LocalFile], remote: bytes | None = None) -> tuple[set[str], bytes]:
+        """Which files git-lfs tracks (our rules plus the user's and the remote's .gitattributes) and the
+        .gitattributes to commit.
+
+        Every ``.gitattributes`` is handled as bytes, as git reads it (a comment in GBK or any
+        other encoding is kept as it is).
 
         Args:
             files: the scanned files (their ``lfs`` flag: our size rule).
+            remote: the remote branch's ``.gitattributes`` (a hub puts one in every new
+                repository), merged with the others instead of replaced.
 
         Returns:
-            ``(paths whose filter is lfs, the .gitattributes content to commit)``: the user's
-            lines first, then vlhub's patterns (:data:`~vlhub.core.publishing.folder.LFS_PATTERNS`
-            and one line per big file) that are not there yet.
+            ``(paths whose filter is lfs, the .gitattributes content to commit)``: the
+            remote's file, then the lines of the folder's that it lacks, then vlhub's rules
+            (:data:`~vlhub.core.publishing.folder.LFS_PATTERNS` and one line per other file
+            over 10 MB, its path quoted as gitattributes(5) wants: :func:`attr_pattern`) that
+            are not there yet (:func:`merge_attributes`).
         """
         ours = [f"{p} filter=lfs diff=lfs merge=lfs -text" for p in fld.LFS_PATTERNS]
-        ours += [f"/{_attr_path(f.path)} filter=lfs diff=lfs merge=lfs -text"
+        ours += [f"{attr_pattern(f.path)} filter=lfs diff=lfs merge=lfs -text"
                  for f in files if f.lfs and not fld.is_lfs(f.path, 0)]
         user = next((f for f in files if f.path == ".gitattributes"), None)
-        lines = user.source(self.folder).read_text(encoding="utf-8").splitlines() if user else []
-        committed = "\n".join(lines + [line for line in ours if line not in lines]) + "\n"
+        committed = merge_attributes(remote or b"", user.source(self.folder).read_bytes() if user else b"",
+                                     "\n".join(ours).encode())
         # check-attr must see what is committed, also when the folder's .gitattributes is a link
-        (self.git_dir / "info" / "attributes").write_text(committed)
+        (self.git_dir / "info" / "attributes").write_bytes(committed)
         out = self.run("check-attr", "--stdin", "-z", "filter", stdin="".join(f"{f.path}\0" for f in files).encode())
         parts = out.split("\0")
         lfs = {parts[i] for i in range(0, len(parts) - 2, 3) if parts[i + 2] == "lfs"}
-        return lfs, committed.encode()
+        return lfs, committed
 
     # ------------------------------------------------------------ commit
     def build_tree(self, state: RemoteState, regular: dict[str, Path], pointers: dict[str, bytes],
@@ -414,8 +426,13 @@ class Stage:
         return commit
 
     def push(self, state: RemoteState, commit: str) -> None:
-        """Push the commit; git-lfs's pre-push hook makes sure every LFS object is on the server."""
-        self.run("push", "-q", "origin", f"{commit}:refs/heads/{state.branch}", what="git push")
+        """Push the commit (its LFS objects were checked on the server before: :func:`.lfs.send`).
+
+        git-lfs's pre-push hook is skipped (``--no-verify``): it would send objects again
+        (through a hard link for a local remote) and it passes when the server rejects or
+        loses them; the batch API check before the commit replaces it.
+        """
+        self.run("push", "-q", "--no-verify", "origin", f"{commit}:refs/heads/{state.branch}", what="git push")
         self.run("update-ref", f"refs/remotes/origin/{state.branch}", commit)
 
     def check_pushed(self, state: RemoteState, commit: str, expected: dict[str, str]) -> None:
@@ -423,9 +440,9 @@ class Stage:
         out = self.run("ls-remote", "origin", f"refs/heads/{state.branch}", what="reading the remote after the push")
         head = out.split("\t", 1)[0].strip() if out.strip() else ""
         if head != commit:
-            raise VlhubError(f"after the push the remote branch {state.branch} is at {head[:12] or 'nothing'}, "
-                             f"not at the pushed commit {commit[:12]}",
-                             "someone pushed at the same time, or the server rewrote the push; rerun the publish")
+            raise VlhubError(f"{MOVED} (after the push, {state.branch} on {redact(self.remote.url)} is at "
+                             f"{head[:12] or 'nothing'}, not at the pushed commit {commit[:12]})",
+                             "rerun the publish (it plans against the branch as it is now)")
         self.verify(commit, expected, state)
 
     def changed_paths(self, state: RemoteState, commit: str) -> list[str]:
@@ -446,6 +463,42 @@ class Stage:
             env[f"GIT_AUTHOR_{var}"] = env[f"GIT_COMMITTER_{var}"] = value
         return env
 
+    # ------------------------------------------------------------ LFS server
+    def local_remote(self) -> Path | None:
+        """The git directory of a local remote (``file://`` URL or a path), else ``None`` (asked once).
+
+        Its LFS objects live in ``GIT_DIR/lfs/objects`` (where git-lfs's local transfer puts them).
+        """
+        if self._local is None:
+            parts = urlsplit(self.remote.url)
+            path = unquote(parts.path) if parts.scheme == "file" else self.remote.url if not parts.scheme \
+                and self.remote.url.startswith("/") else ""
+            self._local = (_git_dir_of(Path(path)),) if path else (None,)
+        return self._local[0]
+
+    def lfs_endpoint(self) -> tuple[str, dict[str, str]]:
+        """The Git LFS API git-lfs uses for ``origin`` (``git lfs env``) and the headers to reach it.
+
+        http(s): the credential helper's user and token as Basic auth. ssh: the ``href`` and
+        ``header`` that ``ssh HOST git-lfs-authenticate PATH download`` answers (the Git LFS
+        SSH authentication of the server-discovery spec). Asked once per staging object.
+        """
+        from .lfs import basic_auth
+
+        if self._endpoint is not None:
+            return self._endpoint
+        env = self.run("lfs", "env", what="git lfs env")
+        endpoint = next((line[9:].split(" (auth=", 1)[0] for line in env.splitlines()
+                         if line.startswith("Endpoint=")), "")
+        if not endpoint:
+            raise VlhubError(f"git lfs env names no LFS endpoint for {redact(self.remote.url)}",
+                             "check the remote URL (and any lfs.url setting in the folder's .lfsconfig)")
+        if urlsplit(self.remote.url).scheme in ("http", "https") or not _ssh_target(self.remote.url):
+            self._endpoint = endpoint, basic_auth(self.remote.username, self.remote.token)
+        else:
+            self._endpoint = _ssh_authenticate(self.remote.url, lfs_env(self))
+        return self._endpoint
+
     def cleanup(self) -> None:
         """Drop the links into the model folder once the objects are on the server."""
         shutil.rmtree(self.git_dir / "lfs" / "objects", ignore_errors=True)
@@ -454,13 +507,129 @@ class Stage:
             log.unlink(missing_ok=True)
 
 
-def _attr_path(path: str) -> str:
-    """A path as a .gitattributes pattern (spaces and specials escaped)."""
-    return "".join(f"[{c}]" if c in " *?[]\\#!" else c for c in path)
+#: Characters wildmatch treats as glob syntax: escaped with a backslash in a path pattern.
+_GLOB = frozenset("*?[]\\")
+#: C-style escapes for a quoted gitattributes pattern (gitattributes(5): "Patterns that begin with a
+#: double quote are quoted in C style"): each character of the first string is written as a backslash
+#: and the character at the same place in the second; other control characters as octal.
+_C_SPECIAL, _C_LETTERS = '\\"\a\b\f\n\r\t\v', '\\"abfnrtv'
+
+
+def _c_escape(c: str) -> str:
+    i = _C_SPECIAL.find(c)
+    return f"\\{_C_LETTERS[i]}" if i >= 0 else f"\\{ord(c):03o}" if ord(c) < 32 or ord(c) == 127 else c
+
+
+def attr_pattern(path: str) -> str:
+    """The gitattributes pattern that matches exactly one path of the repository.
+
+    Anchored with a leading ``/``; glob specials (``* ? [ ] \\``) escaped with a backslash so
+    that wildmatch takes them literally; when the pattern holds a space, a double quote or a
+    control character, it is written C-style quoted, which git unquotes before matching
+    (``training log.txt`` gives ``"/training log.txt"``, ``a[1].dat`` gives ``/a\\[1\\].dat``).
+    ``#``, ``!`` and a leading ``"`` only matter at the start of a line, where the ``/`` is. Non-ASCII names are written
+    as their UTF-8 bytes (git compares bytes).
+    """
+    escaped = "/" + "".join(f"\\{c}" if c in _GLOB else c for c in path)
+    if not any(c.isspace() or c == '"' or ord(c) < 32 or ord(c) == 127 for c in escaped):
+        return escaped
+    return '"' + "".join(_c_escape(c) for c in escaped) + '"'
+
+
+def merge_attributes(*parts: bytes) -> bytes:
+    """Several ``.gitattributes`` merged as bytes: the first whole, then each later line not already there.
+
+    Lines are compared without trailing whitespace (CRLF files merge with LF ones); blank
+    lines of later parts are dropped. A later line wins in gitattributes, so the order is
+    the remote's file, the folder's, then vlhub's rules. Merging a merge again changes
+    nothing (a republish commits the same file).
+    """
+    lines: list[bytes] = []
+    seen: set[bytes] = set()
+    for i, part in enumerate(parts):
+        for line in part.splitlines():
+            key = line.rstrip()
+            if i == 0 or (key and key not in seen):
+                lines.append(line.rstrip(b"\r"))
+                seen.add(key)
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return b"\n".join(lines) + b"\n" if lines else b""
+
+
+def _git_dir_of(path: Path) -> Path:
+    """The git directory of a local repository (bare: itself; else its ``.git``), as git-lfs finds it."""
+    if (path / "HEAD").is_file() and (path / "objects").is_dir():
+        return path
+    dot = path / ".git"
+    if dot.is_dir():
+        return dot
+    if dot.is_file():  # a worktree or submodule: "gitdir: PATH"
+        text = dot.read_text(errors="replace").strip()
+        if text.startswith("gitdir:"):
+            target = Path(text[7:].strip())
+            return target if target.is_absolute() else (path / target).resolve()
+    return path
+
+
+def _ssh_target(url: str) -> tuple[str, str, str] | None:
+    """``(user@host, port, path)`` of an ssh remote (``ssh://`` or ``user@host:path``), else ``None``."""
+    parts = urlsplit(url)
+    if parts.scheme in ("ssh", "git+ssh"):
+        host = f"{parts.username}@{parts.hostname}" if parts.username else (parts.hostname or "")
+        return host, str(parts.port or ""), unquote(parts.path)
+    if not parts.scheme and "@" in url and ":" in url and not url.startswith("/"):
+        host, _, path = url.partition(":")
+        return host, "", path
+    return None
+
+
+def _ssh_authenticate(url: str, env: dict[str, Any]) -> tuple[str, dict[str, str]]:
+    """``ssh HOST git-lfs-authenticate PATH download``: the LFS API's ``href`` and ``header`` for an ssh remote."""
+    import json
+    import shlex
+    import subprocess
+
+    host, port, path = _ssh_target(url) or ("", "", "")
+    ssh = shlex.split(env.get("GIT_SSH_COMMAND") or "") or [env.get("GIT_SSH") or "ssh"]
+    argv = [*ssh, *(["-p", port] if port else []), host, f"git-lfs-authenticate {shlex.quote(path)} download"]
+    try:
+        proc = subprocess.run(argv, env=env, capture_output=True, timeout=120)
+        answer = json.loads(proc.stdout.decode("utf-8")) if proc.returncode == 0 else None
+    except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
+        answer, proc = None, None
+        detail = str(exc)
+    else:
+        detail = proc.stderr.decode(errors="replace").strip()[-200:]
+    if not isinstance(answer, dict) or not answer.get("href"):
+        raise VlhubError(f"cannot ask the LFS server of {redact(url)} which objects it holds: git-lfs-authenticate "
+                         f"over ssh failed ({redact(detail)}); nothing was committed",
+                         "publish over https (git:https://...) with VLHUB_GIT_TOKEN, or check the ssh access")
+    headers = {str(k): str(v) for k, v in (answer.get("header") or {}).items()}
+    for value in headers.values():
+        remember(value.split(" ", 1)[-1])
+    return str(answer["href"]), headers
+
+
+#: A push that lost a race: another push moved the branch between our read and our push.
+MOVED = "the remote branch moved while publishing (someone else pushed)"
+_RACE = re.compile(r"non-fast-forward|fetch first|cannot lock ref|reference already exists|stale info"
+                   r"|failed to update ref|incorrect old value|failed to lock|is at [0-9a-f]+ but expected")
+_CHECKED_OUT = re.compile(r"branch is currently checked out|refusing to update checked out branch")
+_TOO_BIG = re.compile(r"larger than|too large|exceeds|size limit|file size|gh001|track it with git lfs|over the limit")
+_REFUSED = re.compile(r"pre-receive hook declined|\[remote rejected\]|push refused|! \[rejected\]|\[rejected\]")
+
+
+def _server_message(stderr: str) -> str:
+    """What the server said (its ``remote:`` lines and the refused refs), redacted, on one line."""
+    lines = [line.strip() for line in str(stderr).splitlines()]
+    said = [line[7:].strip() for line in lines if line.startswith("remote:") and line[7:].strip()]
+    said += [line for line in lines if "[rejected]" in line or "[remote rejected]" in line]
+    return redact(" ".join(" ".join(said or lines).split()))[-400:]
 
 
 def git_error(what: str, stderr: str, url: str) -> VlhubError:
-    """One clear, redacted line for a failed git command.
+    """One clear, redacted line for a failed git command, with the fix that matches the failure.
 
     Args:
         what: the step (``git push``, ``reading the remote``).
@@ -468,11 +637,13 @@ def git_error(what: str, stderr: str, url: str) -> VlhubError:
         url: the remote (redacted).
 
     Returns:
-        The error to raise: a refused push, rejected credentials, no repository, or else the
-        command's failure with ``--debug`` as the fix.
+        The error to raise (exit code 1), first match wins: a timeout or an unreachable host;
+        a full disk (the staging's, or the server's); a refused push, by its cause: a
+        non-bare remote with the branch checked out (push to a bare repository), a race with
+        another push (:data:`MOVED`: rerun), a size limit (a file must go through LFS), any
+        other refusal (the server's message, "read the server's message above"); rejected
+        credentials; no repository; else the command's failure with ``--debug`` as the fix.
     """
-    import re
-
     text = redact(" ".join(str(stderr).split()))
     low = text.lower()
     where = redact(url)
@@ -480,9 +651,30 @@ def git_error(what: str, stderr: str, url: str) -> VlhubError:
         return VlhubError("net.read_timeout", place=f"{where} ({what})")
     if re.search(r"failed to connect|connection refused|could not resolve host|couldn't connect", low):
         return VlhubError("net.unreachable", place=f"{where} ({what})")
-    if "pre-receive hook declined" in low or "[remote rejected]" in low or "push refused" in low:
-        return VlhubError(f"{what}: {where} refused the push ({text[-300:]})",
-                          "read the server's message; a size limit means a file bypassed LFS")
+    if re.search(r"no space left on device|disk quota exceeded", low):
+        if re.search(r"remote:[^!]*(no space left|quota)|remote unpack failed", low):
+            return VlhubError(f"{what}: the server of {where} is out of disk space ({_server_message(stderr)})",
+                              "free space on the server (or ask its admin), then rerun the publish")
+        staging = vlhub_home() / "publish"
+        return VlhubError("home.full", home=str(vlhub_home()), reason="No space left on device",
+                          path=f"{staging}, {what}")
+    if _CHECKED_OUT.search(low):
+        return VlhubError(f"{what}: the remote {where} is a non-bare repository with the branch checked out, "
+                          "and git refuses to update it",
+                          "push to a bare repository (`git init --bare NEW.git`, or `git clone --bare` of this one) "
+                          "and publish to that")
+    if _RACE.search(low):
+        return VlhubError(f"{what}: {MOVED}: {where} refused the push ({_server_message(stderr)})",
+                          "rerun the publish (it plans against the branch as it is now)")
+    if _REFUSED.search(low) or (what == "git push" and re.search(r"\brejected\b|\bdeclined\b", low)):
+        if _TOO_BIG.search(low):
+            return VlhubError(f"{what}: {where} refused the push: a file is over the server's size limit "
+                              f"({_server_message(stderr)})",
+                              "files over the limit must go through Git LFS: vlhub sends weights and every file "
+                              "over 10 MB through LFS; add a filter=lfs rule for the named file to the folder's "
+                              ".gitattributes, then rerun")
+        return VlhubError(f"{what}: {where} refused the push: {_server_message(stderr)}",
+                          "read the server's message above")
     if re.search(r"authentication failed|\b40[13]\b|could not read (username|password)|invalid credentials"
                  r"|unauthorized|forbidden", low):
         return VlhubError(f"{what}: {where} rejected the credentials ({text[-200:]})",

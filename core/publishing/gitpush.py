@@ -37,10 +37,11 @@ from filelock import FileLock
 from vlhub.core.errors import BadInput
 from vlhub.core.types import Progress, ProgressCallback, Published, PublishPlan
 
-from .folder import check_unchanged
-from .gitlfs import Remote, RemoteState, Stage
+from .folder import changed_during_upload, check_unchanged
+from .gitlfs import Remote, RemoteState, Stage, merge_attributes
 from .hashing import HashCache, git_blob_sha, lfs_pointer
-from .plan import plan_files, settle_extras, start
+from .plan import plan_files, rerun_command, settle_extras, staging_space, start
+from .public import public_provenance
 
 #: ``(names of the folder's files, the remote's README.md or None) -> generated files (path -> bytes)``.
 ExtrasFn = Callable[[set[str], "bytes | None"], Mapping[str, bytes]]
@@ -111,8 +112,15 @@ def preflight(job: GitJob, options: Mapping[str, Any], progress: ProgressCallbac
     with FileLock(str(stage.dir / "lock")):
         stage.setup()
         state = stage.remote_state() if remote_exists else None
-        lfs, attributes = stage.lfs_paths(plan.sources)
-        plan.sources = [replace(f, lfs=f.path in lfs) for f in plan.sources]
+        remote_attributes = stage.read_remote(state, ".gitattributes") if state is not None else None
+        tracked, attributes = stage.lfs_paths(plan.sources, remote_attributes)
+        # our rule (weights, files over 10 MB) always holds; the attributes may add files, never drop one
+        untracked = [f.path for f in plan.sources if f.lfs and f.path not in tracked]
+        if untracked:
+            plan.problems.append(f"the .gitattributes to commit does not send {', '.join(untracked[:8])} through LFS "
+                                 "(a clone would show LFS pointer text). Fix: remove the folder's .gitattributes "
+                                 "rules that unset filter for them (or rename them), then rerun")
+        plan.sources = [replace(f, lfs=f.lfs or f.path in tracked) for f in plan.sources]
         plan.extras = _extras(stage, job, plan, state, attributes)
         plan_files(plan, state.files() if state else {}, HashCache(stage.dir / "hashes.json"),
                    hash_all=bool(options.get("dry_run")), lfs_as_planned=True, progress=hashed)
@@ -124,9 +132,13 @@ def preflight(job: GitJob, options: Mapping[str, Any], progress: ProgressCallbac
 
 def _extras(stage: Stage, job: GitJob, plan: PublishPlan, state: RemoteState | None,
             attributes: bytes) -> dict[str, bytes]:
-    """The generated files for this remote state, and the ``.gitattributes`` to commit."""
+    """The generated files for this remote state, the ``.gitattributes`` to commit (merged with the remote's)
+    and the published copy of ``vlhub_provenance.json`` (no local paths: :func:`.public.public_provenance`)."""
     readme = stage.read_remote(state, "README.md") if state is not None else None
-    extras = dict(job.extras({f.path for f in plan.sources}, readme)) if job.extras else {}
+    names = {f.path for f in plan.sources}
+    extras = dict(job.extras(names, readme)) if job.extras else {}
+    for path, data in public_provenance(plan.folder, names).items():
+        extras.setdefault(path, data)
     extras[".gitattributes"] = attributes
     return extras
 
@@ -159,12 +171,16 @@ def publish(plan: PublishPlan, options: Mapping[str, Any], progress: ProgressCal
         raise BadInput("; ".join(plan.problems))
     check_unchanged(plan.folder, plan.sources)
     stage = job.stage = job.stage or Stage(job.folder, job.remote)
+    rerun = rerun_command(plan, options)
     with FileLock(str(stage.dir / "lock")):
+        staging_space(stage.dir, plan, job.label)
         stage.setup()
         state = plan.remote
-        if state is None:  # created since the preflight
+        if state is None:  # created since the preflight: merge the .gitattributes the host put there
             state = plan.remote = stage.remote_state()
-            settle_extras(plan, _extras(stage, job, plan, state, plan.extras[".gitattributes"]), state.files())
+            attributes = merge_attributes(stage.read_remote(state, ".gitattributes") or b"",
+                                          plan.extras[".gitattributes"])
+            settle_extras(plan, _extras(stage, job, plan, state, attributes), state.files())
         cache = HashCache(stage.dir / "hashes.json")
 
         def report(kind: str, done: int, total: int) -> None:
@@ -173,10 +189,11 @@ def publish(plan: PublishPlan, options: Mapping[str, Any], progress: ProgressCal
 
         sources = [f for f in plan.sources if f.path not in plan.extras]
         lfs_files = [f for f in sources if f.lfs]
-        sent = lfsupload.send(stage, lfs_files, cache, state.oids, report)
+        sent = lfsupload.send(stage, lfs_files, cache, state.oids, report, rerun=rerun)
         pointers = {f.path: lfs_pointer(sent.oids[f.path], f.size) for f in lfs_files}
         regular = {f.path: f.source(plan.folder) for f in sources if not f.lfs}
         tree = stage.build_tree(state, regular, pointers, plan.extras)
+        changed_during_upload(plan.folder, sources, rerun)  # the small files were read into the tree just now
         # exactly what the preflight listed, as regular files with the planned content, or nothing is pushed
         expected = {**{p: plan.blobs[p] for p in [*regular, *plan.extras]},
                     **{p: git_blob_sha(data) for p, data in pointers.items()}}

@@ -1,4 +1,4 @@
-"""Hash LFS files, then upload them with ``git lfs push --object-id`` (public: :func:`send`).
+"""Hash LFS files, upload them, and make sure the server stores every one (public: :func:`send`).
 
 Files whose hash is cached are not read again. Each hashed file is linked (not copied)
 into the staging's LFS store; once every file is hashed, the objects the remote lacks go
@@ -6,26 +6,44 @@ in one ``git lfs push`` (``lfs.concurrenttransfers`` PUTs in flight). Measured o
 server, uploading each shard while the next one is hashed took twice as long: the
 server's disk writes slowed down for the whole upload. git-lfs asks the server first and
 skips objects it already has: that makes an interrupted publish resume where it stopped.
+
+A local remote (``file://`` or a path) gets a real copy of each object, written here
+(hashed while copied), never a hard link or a symbolic link into the model folder (git-lfs's
+own local transfer hard-links the store's entry, which here is a link to your file).
+
+After the upload nothing is trusted: each file's size, mtime and inode are checked right
+before and right after it is sent (a file changed meanwhile stops the publish before the
+commit), and the server is asked, with the Git LFS batch API (``operation: download``;
+github.com/git-lfs/git-lfs/blob/main/docs/api/batch.md), whether it holds every object the
+commit will point to. git-lfs exits 0 when the server rejects an object (422, content does
+not match its oid) or loses it; that check is what makes such a publish fail (exit 1)
+instead of pushing pointers to objects the server lacks. Nothing is read again for it.
 """
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import os
+import stat
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 from vlhub.core.errors import VlhubError
+from vlhub.core.secrets import redact
 
-from .folder import LocalFile
+from .folder import LocalFile, changed_during_upload, changed_error
 from .gitlfs import Stage, git_error, lfs_env
-from .hashing import HashCache
+from .hashing import CHUNK, HashCache, sha256_file
 
 #: ``(stage, done, total)`` byte counts; stage is "hash" or "upload".
 ByteProgress = Callable[[str, int, int], None]
-#: Objects per ``git lfs push`` call (keeps the command line short).
+#: Objects per ``git lfs push`` call (keeps the command line short) and per batch API request.
 _BATCH = 64
+_LFS_JSON = "application/vnd.git-lfs+json"
 
 
 @dataclass
@@ -38,22 +56,26 @@ class LfsResult:
 
 
 def send(stage: Stage, files: list[LocalFile], cache: HashCache, on_remote: set[str],
-         progress: ByteProgress | None = None) -> LfsResult:
-    """Hash (where needed) every LFS file, then upload those whose object the remote lacks.
+         progress: ByteProgress | None = None, *, rerun: str = "vlhub publish") -> LfsResult:
+    """Hash (where needed) every LFS file, upload those whose object the remote lacks, check the server holds all.
 
     Args:
         stage: the set-up staging repository (its ``origin`` is the remote).
         files: the LFS files to send (each read from ``LocalFile.source``).
         cache: the staging's hash cache (saved, also when hashing is interrupted).
-        on_remote: LFS oids the remote's tree already points to (not offered again).
+        on_remote: LFS oids the remote's tree already points to (not offered again, but
+            checked on the server like the others, and sent if the server lacks them).
         progress: ``(stage, done, total)`` byte counts; stage is ``hash`` or ``upload``.
+        rerun: the command that publishes again (the fix shown when a file changed).
 
     Returns:
         :class:`LfsResult`: path -> oid of every file, bytes and objects sent.
 
     Raises:
-        VlhubError: the upload failed (one redacted line); rerunning resumes it, since
-            git-lfs asks the server which objects it lacks first.
+        VlhubError: a file changed while it was hashed or sent (``PATH changed during
+            upload; rerun ... (nothing was committed)``), the upload failed, or the server
+            does not hold an object after it (one redacted line each, exit code 1); rerunning
+            resumes, since only the objects the server lacks are sent.
     """
     result = LfsResult()
     hash_total = sum(f.size for f in files if cache.get(f) is None)
@@ -68,18 +90,57 @@ def send(stage: Stage, files: list[LocalFile], cache: HashCache, on_remote: set[
     todo: list[tuple[str, int, str]] = []
     try:
         for f in files:
-            oid = cache.hash(f, stage.folder, count)
+            oid = cache.get(f)
+            if oid is None:
+                oid = sha256_file(f.source(stage.folder), count)
+                changed_during_upload(stage.folder, [f], rerun)  # the hash is the planned file's
+                cache.put(f, oid)
             result.oids[f.path] = oid
             if oid not in on_remote:
                 todo.append((oid, f.size, str(f.source(stage.folder))))
     finally:
         cache.save()
-    total = sum(size for _, size, _ in todo)
-    for start in range(0, len(todo), _BATCH):
-        sent, objects = _push(stage, todo[start:start + _BATCH], result.bytes_sent, total, progress)
-        result.bytes_sent += sent
-        result.objects_sent += objects
+    paths = {result.oids[f.path]: f.path for f in files}
+    result.bytes_sent, result.objects_sent = _upload(stage, files, todo, paths, progress, rerun)
+    wanted = {result.oids[f.path]: f.size for f in files}
+    missing = missing_objects(stage, wanted)
+    again = [(result.oids[f.path], f.size, str(f.source(stage.folder))) for f in files
+             if result.oids[f.path] in missing and result.oids[f.path] in on_remote]
+    if again:  # the remote's tree points to objects its server lacks (an earlier, broken upload): send them
+        sent, objects = _upload(stage, files, list(dict.fromkeys(again)), paths, progress, rerun)
+        result.bytes_sent, result.objects_sent = result.bytes_sent + sent, result.objects_sent + objects
+        missing = missing_objects(stage, {oid: wanted[oid] for oid in missing})
+    if missing:
+        names = sorted(paths[oid] for oid in missing)
+        for f in files:  # a rerun hashes them again: their content may differ from the cached oid
+            if result.oids[f.path] in missing:
+                cache.data.pop(f.path, None)
+        cache.save()
+        shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+        raise VlhubError(f"after the upload, the LFS server of {redact(stage.remote.url)} does not hold {shown} "
+                         "(it rejected or lost the object); nothing was committed",
+                         f"rerun `{rerun}`; if it fails again, check the server's storage and logs")
     return result
+
+
+def _upload(stage: Stage, files: list[LocalFile], todo: list[tuple[str, int, str]], paths: Mapping[str, str],
+            progress: ByteProgress | None, rerun: str) -> tuple[int, int]:
+    """Send ``todo`` (oid, size, file to read), checking the files right before and right after; bytes, objects."""
+    changed_during_upload(stage.folder, files, rerun)
+    total = sum(size for _, size, _ in todo)
+    sent = objects = 0
+    local = stage.local_remote()
+    try:
+        for start in range(0, len(todo), _BATCH):
+            batch = todo[start:start + _BATCH]
+            n, k = _copy(stage, local, batch, paths, sent, total, progress, rerun) if local is not None \
+                else _push(stage, batch, sent, total, progress)
+            sent, objects = sent + n, objects + k
+    except (VlhubError, OSError):
+        changed_during_upload(stage.folder, files, rerun)  # a file changed mid-upload explains the failure best
+        raise
+    changed_during_upload(stage.folder, files, rerun)
+    return sent, objects
 
 
 def _push(stage: Stage, items: list[tuple[str, int, str]], before: int, total: int,
@@ -103,6 +164,141 @@ def _push(stage: Stage, items: list[tuple[str, int, str]], before: int, total: i
     if progress:
         progress("upload", before + sent, total)
     return sent, objects
+
+
+def _copy(stage: Stage, git_dir: Path, items: list[tuple[str, int, str]], paths: Mapping[str, str], before: int,
+          total: int, progress: ByteProgress | None, rerun: str) -> tuple[int, int]:
+    """Copy ``items`` into a local remote's LFS store: a new file per object, hashed while copied; bytes, objects.
+
+    An object already stored there as a regular file of the right size is kept (as git-lfs
+    would); a link (left by an earlier publish) or a file of another size is replaced.
+    """
+    from vlhub.core.boundary import require_free_space
+
+    store = git_dir / "lfs" / "objects"
+    need = [(oid, size, source) for oid, size, source in items if not _stored_locally(store, oid, size)]
+    if need:
+        require_free_space(store if store.exists() else git_dir, sum(s for _, s, _ in need) + 1024 * 1024,
+                           f"the LFS objects copied into {redact(stage.remote.url)}")
+    sent = 0
+    for oid, size, source in need:
+        target = store / oid[:2] / oid[2:4] / oid
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{oid}.vlhub-partial")
+        digest = hashlib.sha256()
+        try:
+            with open(source, "rb", buffering=0) as src, open(partial, "wb") as out:
+                while chunk := src.read(CHUNK):
+                    digest.update(chunk)
+                    out.write(chunk)
+                    sent += len(chunk)
+                    if progress:
+                        progress("upload", before + sent, total)
+            if digest.hexdigest() != oid:
+                raise changed_error([paths.get(oid, source)], rerun)
+            os.replace(partial, target)
+        finally:
+            partial.unlink(missing_ok=True)
+    return sent, len(need)
+
+
+def _stored_locally(store: Path, oid: str, size: int) -> bool:
+    """A local remote holds ``oid``: a regular file (not a link) of ``size`` bytes in its LFS store."""
+    try:
+        st = os.lstat(store / oid[:2] / oid[2:4] / oid)
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_size == size
+
+
+def missing_objects(stage: Stage, objects: Mapping[str, int]) -> set[str]:
+    """The oids of ``objects`` (oid -> size) the remote's LFS server does not hold, asked without reading any file.
+
+    A local remote's store is looked at (a regular file of the right size, never a link); any
+    other remote is asked with the Git LFS batch API, ``operation: download``, at the endpoint
+    git-lfs uses (``git lfs env``; over ssh, the one ``git-lfs-authenticate`` gives): an object
+    the server holds comes back with a ``download`` action, one it lacks with an error (404,
+    or 422 when its size differs). A server that answers the whole request with 404 when it
+    holds none of the objects (giftless does) is asked again with ``operation: upload``: an
+    object it holds comes back without an ``upload`` action.
+
+    Raises:
+        VlhubError: the server cannot be asked (unreachable, credentials rejected, no LFS API).
+    """
+    if not objects:
+        return set()
+    local = stage.local_remote()
+    if local is not None:
+        store = local / "lfs" / "objects"
+        return {oid for oid, size in objects.items() if not _stored_locally(store, oid, size)}
+    href, headers = stage.lfs_endpoint()
+    items = list(objects.items())
+    missing: set[str] = set()
+    for start in range(0, len(items), _BATCH):
+        body = {"operation": "download", "transfers": ["basic"], "hash_algo": "sha256",
+                "objects": [{"oid": oid, "size": size} for oid, size in items[start:start + _BATCH]]}
+        answer, action = _batch(stage, href, headers, body), "download"
+        if answer is None:
+            answer, action = _batch(stage, href, headers, {**body, "operation": "upload"}), "upload"
+        if answer is None:
+            raise VlhubError(f"the LFS server of {redact(stage.remote.url)} answers 404 (no such repository) to the "
+                             "batch API; nothing was committed", "check the remote URL and that the host has Git LFS")
+        objects = [o for o in answer.get("objects", []) if isinstance(o, dict) and not o.get("error")]
+        present = {str(o.get("oid")) for o in objects
+                   if (action in (o.get("actions") or {})) == (action == "download")}
+        missing.update(oid for oid, _ in items[start:start + _BATCH] if oid not in present)
+    return missing
+
+
+def _batch(stage: Stage, href: str, headers: Mapping[str, str], body: dict) -> dict | None:
+    """POST one batch request; the parsed answer, ``None`` for HTTP 404, or a one-line error."""
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    from vlhub.core.net import timeouts
+
+    where = redact(stage.remote.url)
+    request = urllib.request.Request(href.rstrip("/") + "/objects/batch", data=json.dumps(body).encode(),
+                                     method="POST", headers={"Accept": _LFS_JSON, "Content-Type": _LFS_JSON,
+                                                             **headers})
+    context = None
+    if os.environ.get("GIT_SSL_NO_VERIFY"):
+        context = ssl._create_unverified_context()  # what git and git-lfs do with this variable
+    elif os.environ.get("GIT_SSL_CAINFO"):
+        context = ssl.create_default_context(cafile=os.environ["GIT_SSL_CAINFO"])
+    limits = timeouts()
+    try:
+        with urllib.request.urlopen(request, timeout=limits.connect + limits.read, context=context) as response:
+            answer = json.loads(response.read().decode("utf-8"))
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return None
+        if exc.code in (401, 403):
+            raise VlhubError(f"asking the LFS server of {where} which objects it holds: it rejected the credentials "
+                             f"(HTTP {exc.code}); nothing was committed",
+                             "check the token variable (`vlhub doctor` shows which one is found)") from None
+        raise VlhubError(f"asking the LFS server of {where} which objects it holds failed (HTTP {exc.code}); "
+                         "nothing was committed", "rerun the publish; check the server's logs if it repeats") from None
+    except (OSError, ValueError) as exc:
+        from vlhub.core.boundary import network_error
+
+        known = network_error(exc)
+        if known is not None:
+            raise known from None
+        raise VlhubError(f"asking the LFS server of {where} which objects it holds failed "
+                         f"({redact(str(exc))[:200]}); nothing was committed", "rerun the publish") from None
+    if not isinstance(answer, dict):
+        raise VlhubError(f"the LFS server of {where} answered the batch request with something that is not a "
+                         "batch response; nothing was committed", "check that the server supports Git LFS")
+    return answer
+
+
+def basic_auth(user: str, token: str) -> dict[str, str]:
+    """The ``Authorization`` header git-lfs sends with the credential helper's answer (none without a token)."""
+    if not token:
+        return {}
+    return {"Authorization": "Basic " + base64.b64encode(f"{user or 'vlhub'}:{token}".encode()).decode()}
 
 
 def _sent(log: Path, finished: bool) -> tuple[int, int]:

@@ -61,6 +61,39 @@ def staging_dir(label: str, folder: Path) -> Path:
     return path
 
 
+def staging_space(staging: Path, plan: PublishPlan, label: str) -> None:
+    """Refuse a publish whose staging cannot hold what it will write there, before it writes.
+
+    The staging (``$VLHUB_HOME/publish/...``) receives the generated files and the git
+    objects of the small files (plus the hash cache and trees); the weights are never copied
+    there (the LFS store holds links), so they do not count.
+
+    Raises:
+        VlhubError: (exit 1) less space is free than needed: ``the publish staging of TARGET
+            needs N in PLACE, but only M is free. Fix: free ... there``.
+    """
+    from vlhub.core.boundary import require_free_space
+
+    small = sum(f.size for f in plan.sources if not f.lfs and f.path not in plan.extras)
+    generated = sum(len(data) for data in plan.extras.values())
+    needed = small + 2 * generated + 1024 * (len(plan.sources) + len(plan.extras)) + 1024 * 1024
+    require_free_space(staging, needed, f"the publish staging of {label}")
+
+
+def rerun_command(plan: PublishPlan, options: Mapping[str, Any]) -> str:
+    """The ``vlhub publish`` command that publishes this plan's folder to its target again (shown as a fix)."""
+    import shlex
+
+    from vlhub.core.secrets import redact
+
+    args = ["vlhub", "publish", str(plan.folder), "--to", plan.target]
+    if options.get("via"):
+        args += ["--via", str(options["via"])]
+    if options.get("follow_symlinks"):
+        args.append("--follow-symlinks")
+    return redact(shlex.join(args))
+
+
 def start(label: str, folder: Path, repo_id: str, options: Mapping[str, Any]) -> PublishPlan:
     """Scan ``folder`` once and run the local checks: the start of every publisher's plan.
 

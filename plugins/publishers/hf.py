@@ -14,15 +14,15 @@ from typing import Any, Mapping
 
 from vlhub.core.errors import BadInput
 from vlhub.core.home import vlhub_home
-from vlhub.core.publishing import (GitJob, HashCache, Remote, RemoteFile, check_listing, gitpush, plan_files,
-                                   settle_extras, split_repo_id, staging_dir)
+from vlhub.core.publishing import (GitJob, HashCache, Remote, RemoteFile, changed_during_upload, check_listing,
+                                   gitpush, plan_files, rerun_command, settle_extras, split_repo_id, staging_dir)
 from vlhub.core.boundary import network_error
 from vlhub.core.net import install_hf_timeouts
 from vlhub.core.secrets import Secret, find_token, hf_login_store, redact
 from vlhub.core.types import Progress, ProgressCallback, Published, PublishPlan
 
 from . import card
-from .common import HubPublisher, hub_plan, ready_to_send, via_git
+from .common import HubPublisher, hub_plan, ready_to_send, redact_sdk_logging, via_git
 
 HF_DEFAULT = "https://huggingface.co"
 
@@ -33,6 +33,7 @@ def _api() -> tuple[Any, str, str]:
     install_hf_timeouts()
     endpoint = (os.environ.get("HF_ENDPOINT") or HF_DEFAULT).rstrip("/")
     token = find_token("hf").value
+    redact_sdk_logging("huggingface_hub")
     return HfApi(endpoint=endpoint, token=token or None), endpoint, token
 
 
@@ -124,12 +125,15 @@ def publish(plan: PublishPlan, options: Mapping[str, Any], progress: ProgressCal
     ops += [CommitOperationAdd(path, data) for path, data in plan.extras.items()]
     if progress:
         progress(Progress(f"{label}: upload", 0, sum(op.upload_info.size for op in ops), "B", "uploading"))
+    rerun = rerun_command(plan, options)
     api.preupload_lfs_files(repo_id, additions=ops)
+    changed_during_upload(folder, sources, rerun)  # nothing is committed when a file changed while it was sent
     changed = [op for op in ops if op._remote_oid is None or op._remote_oid != op._local_oid]
     if not changed:
         return Published(label, f"{endpoint}/{repo_id}", api.repo_info(repo_id).sha or "", 0, 0, changed=False)
     info = api.create_commit(repo_id, operations=changed,
                              commit_message=options.get("message") or "Upload model with vlhub")
+    changed_during_upload(folder, sources, rerun, committed=True)  # small files are read by create_commit
     # the commit holds every planned file with the planned content (sha256 of LFS files, git blob id otherwise)
     plan.hashes.update({op.path_in_repo: op.upload_info.sha256.hex() for op in ops
                         if op.path_in_repo not in plan.extras})

@@ -19,15 +19,16 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from vlhub.core.fsutil import atomic_write_json, read_cache
-from vlhub.core.publishing import (GitJob, HashCache, Remote, RemoteFile, check_listing, gitpush, pending,
-                                   plan_files, settle_extras, split_repo_id, staging_dir)
+from vlhub.core.publishing import (GitJob, HashCache, Remote, RemoteFile, changed_during_upload, check_listing,
+                                   gitpush, pending, plan_files, rerun_command, settle_extras, split_repo_id,
+                                   staging_dir, staging_space)
 from vlhub.core.boundary import network_error
 from vlhub.core.net import MODELSCOPE_RETRIES, install_modelscope_timeouts
 from vlhub.core.secrets import Secret, find_token, modelscope_login_store, redact
 from vlhub.core.types import Progress, ProgressCallback, Published, PublishPlan
 
 from . import card
-from .common import HubPublisher, hub_plan, ready_to_send, via_git
+from .common import HubPublisher, hub_plan, ready_to_send, redact_sdk_logging, via_git
 
 MS_DEFAULT = "https://www.modelscope.cn"
 
@@ -39,6 +40,7 @@ def _api() -> tuple[Any, str, str]:
     token = find_token("modelscope").value
     api = HubApi(endpoint=os.environ.get("MODELSCOPE_ENDPOINT") or None, token=token or None,
                  timeout=max(1, math.ceil(limits.read)), max_retries=MODELSCOPE_RETRIES)
+    redact_sdk_logging("modelscope", "modelscope_hub")
     return api, str(api.endpoint or MS_DEFAULT).rstrip("/"), token
 
 
@@ -135,7 +137,11 @@ def publish(plan: PublishPlan, options: Mapping[str, Any], progress: ProgressCal
     if not todo:
         return Published(label, url, record.get("commit", ""), 0, 0, changed=False)
     sources = {f.path: f.source(folder) for f in plan.sources}
+    staging_space(stage, plan, label)
     view = _symlink_view(stage / "view", sources, {p.path for p in todo}, plan.extras)
+    sending = [f for f in plan.sources if f.path in {p.path for p in todo} and f.path not in plan.extras]
+    rerun = rerun_command(plan, options)
+    changed_during_upload(folder, sending, rerun)
 
     def report(event: dict) -> None:
         if progress:
@@ -143,10 +149,12 @@ def publish(plan: PublishPlan, options: Mapping[str, Any], progress: ProgressCal
 
     for name in ("modelscope", "modelscope_hub"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    redact_sdk_logging("modelscope", "modelscope_hub")  # its retry warnings print signed upload URLs
     with contextlib.redirect_stdout(sys.stderr):  # the SDK prints banners; stdout is for --json
         result = api.upload_folder(repo_id=repo_id, folder_path=str(view), tracker_path=str(stage / "tracker"),
                                    commit_message=options.get("message") or "Upload model with vlhub",
                                    disable_tqdm=True, progress_callback=report)
+    changed_during_upload(folder, sending, rerun, committed=True)
     commits = result if isinstance(result, list) else [result] if result else []
     commit = _commit_id(commits[-1]) if commits else record.get("commit", "")
     blobs = {**record.get("blobs", {}), **{p.path: plan.blobs[p.path] for p in todo if p.path in plan.blobs}}

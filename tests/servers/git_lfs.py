@@ -314,8 +314,12 @@ class GitLfsServer:
 
     Repos live at ``root/<org>/<name>.git``; LFS objects at ``root/.lfs/<org>/<name>/<oid>``;
     client helpers (askpass, gitconfig) at ``root/.client``. The attributes `token`,
-    `read_only`, `max_blob_bytes`, `drop_lfs_upload_after` and `autocreate` may be
-    changed while the server runs.
+    `read_only`, `max_blob_bytes`, `drop_lfs_upload_after`, `autocreate`,
+    `before_lfs_upload` and `discard_lfs_uploads` may be changed while the server runs.
+
+    ``before_lfs_upload(oid)`` is called before the body of each LFS PUT is read (a test
+    can rewrite the file being uploaded, or sleep); ``discard_lfs_uploads`` makes the
+    server read each LFS PUT, answer 200 and store nothing (an object "lost" by the server).
     """
 
     def __init__(
@@ -330,12 +334,15 @@ class GitLfsServer:
         read_only: bool = False,
         drop_lfs_upload_after: int | None = None,
         drop_lfs_upload_count: int = 1,
+        before_lfs_upload: Callable[[str], None] | None = None,
+        discard_lfs_uploads: bool = False,
     ) -> None:
         self.root = Path(root).resolve()
         self.token, self.user = token, user
         self.autocreate, self.default_branch = autocreate, default_branch
         self.max_blob_bytes, self.read_only = max_blob_bytes, read_only
         self.drop_lfs_upload_after, self.drop_lfs_upload_count = drop_lfs_upload_after, drop_lfs_upload_count
+        self.before_lfs_upload, self.discard_lfs_uploads = before_lfs_upload, discard_lfs_uploads
         self.lfs_root = self.root / ".lfs"
         self.client_dir = self.root / ".client"
         self.requests: list[RequestRecord] = []
@@ -632,6 +639,13 @@ class GitLfsServer:
             return self._reply(rec, start_response, 403, "push refused: repository is read-only")
         if rec.kind == "lfs-upload" and self._take_drop():
             return self._drop(environ, rec, counter)
+        if rec.kind == "lfs-upload" and self.before_lfs_upload is not None:
+            self.before_lfs_upload(rest.rsplit("/", 1)[-1])
+        if rec.kind == "lfs-upload" and self.discard_lfs_uploads:
+            while counter.read(CHUNK):
+                pass
+            rec.bytes_in, rec.detail = counter.count, "discarded"
+            return self._reply(rec, start_response, 200, "")
 
         def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             rec.status = int(status.split()[0])
