@@ -382,3 +382,23 @@ def test_damaged_eval_and_run_files_never_break_the_card(finished: dict[str, Any
     shutil.rmtree(load_run(finished["eval"]["run_id"]).dir)
     text = _extras(model)["README.md"].decode()  # only the damaged one is left: shown as far as it reads
     assert f"(run `{run.id}`)" in text and "| **this model** | – | – | 0/0 |" in text and "local data" in text
+
+
+def test_base_model_flag_reaches_the_card_and_the_preflight(tmp_path: Path, isolated: Path) -> None:
+    """`vlhub publish --base-model ORG/NAME`: the preflight names it and the card sent to git carries it."""
+    from conftest import run_vlhub
+    from publish_helpers import make_model
+    from servers.git_lfs import GitLfsServer
+
+    model = make_model(tmp_path / "model")
+    with GitLfsServer(tmp_path / "srv", token="card-token-5521") as server:
+        url = server.repo_url("org/InternVL2-base")
+        env = {"VLHUB_GIT_TOKEN": "card-token-5521"}
+        dry = run_vlhub("publish", str(model), "--to", f"git:{url}", "--dry-run", env=env)
+        assert dry.returncode == 0 and "pass --base-model ORG/NAME" in dry.stderr, dry.stderr
+        real = run_vlhub("publish", str(model), "--to", f"git:{url}", "--base-model", "OpenGVLab/InternVL2-2B",
+                         env=env)
+        assert real.returncode == 0, real.stderr
+        assert "base model OpenGVLab/InternVL2-2B" in real.stderr
+        readme = server.read_blob("org/InternVL2-base", "HEAD", "README.md").decode()
+    assert "base_model: OpenGVLab/InternVL2-2B" in readme

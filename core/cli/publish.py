@@ -84,6 +84,12 @@ def _show(result, dry_run: bool) -> None:  # type: ignore[no-untyped-def]
                  "remote": "same (skipped)" if f.on_remote else "send"} for f in pre.files]
         say(f"{result.target}:\n" + table(rows, ["file", "size", "lfs", "remote"]))
         say(f"  to send: {_human(pre.bytes_to_send)}")
+    if pre is not None:
+        base = pre.checks.get("card_base_model")
+        if base:
+            say(f"  model card: base model {base} ({pre.checks.get('card_base_model_from', '')})")
+        for note in pre.checks.get("card_notes") or []:
+            say(f"  {note}")
     if result.error:
         say(f"Error: {result.error}")
     elif result.published is not None:

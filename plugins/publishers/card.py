@@ -359,6 +359,9 @@ def find_base_model(provenance: prov.Provenance, base_folder: Path | None, given
     elif provenance.exists:
         notes.append("model card: the base model is unknown (vlhub_provenance.json records none), so the card "
                      "names none; pass --base-model ORG/NAME")
+    else:
+        notes.append("model card: the base model is unknown (the folder has no vlhub_provenance.json), so the card "
+                     "names none; pass --base-model ORG/NAME")
     return "", ""
 
 

@@ -39,6 +39,15 @@ class BuiltinPublisher:
         """The model card a publish would generate (preview; no network)."""
         return card.preview(folder, card.preview_repo_id(target, folder), self.modelscope)
 
+    @staticmethod
+    def with_card_checks(plan: PublishPlan, options: Mapping[str, Any]) -> PublishPlan:
+        """``plan`` with what the preflight says about the card (base model and where it came from, notes
+        such as "base model unknown: pass --base-model ORG/NAME") in its checks."""
+        names = {f.path for f in plan.sources} if plan.sources else {f.path for f in plan.files}
+        if plan.folder is not None:
+            plan.checks.update(card.checks(plan.folder, names, options.get("base_model")))
+        return plan
+
 
 class HubPublisher(BuiltinPublisher):
     """A hub with an API (``hf:``, ``modelscope:``): ``ORG/NAME`` targets; the module's functions do the work.
@@ -48,7 +57,7 @@ class HubPublisher(BuiltinPublisher):
 
     def preflight(self, folder: Path, target: str, options: Mapping[str, Any],
                   progress: ProgressCallback | None = None) -> PublishPlan:
-        return self.plan(Path(folder), self.repo_id(target), options, progress)
+        return self.with_card_checks(self.plan(Path(folder), self.repo_id(target), options, progress), options)
 
     def publish(self, plan: PublishPlan, options: Mapping[str, Any],
                 progress: ProgressCallback | None = None) -> Published:
@@ -77,7 +86,7 @@ class GitHostPublisher(BuiltinPublisher):
         missing = self.missing_token()
         if missing:
             return PublishPlan(job.label, [], 0, [missing], {"remote": job.web_url}, folder=Path(folder), job=job)
-        return gitpush.preflight(job, options, progress)
+        return self.with_card_checks(gitpush.preflight(job, options, progress), options)
 
     def publish(self, plan: PublishPlan, options: Mapping[str, Any],
                 progress: ProgressCallback | None = None) -> Published:

@@ -29,4 +29,5 @@ class GitPublisher(GitHostPublisher):
         repo_id = "/".join(urlsplit(url).path.strip("/").removesuffix(".git").split("/")[-2:]) or url
         token = find_token("git").value
         return GitJob(f"git:{url}", Path(folder), Remote(url, user, token), repo_id, url,
-                      card.extras_for(Path(folder), repo_id, bool(options.get("overwrite_card"))))
+                      card.extras_for(Path(folder), repo_id, bool(options.get("overwrite_card")),
+                                      base_model=options.get("base_model")))

@@ -89,7 +89,7 @@ def preflight(folder: Path, repo_id: str, options: Mapping[str, Any],
         "endpoint": endpoint, "token": find_token("hf").public(), "user": user, "via": options.get("via") or "api"})
     if plan.problems:
         return plan
-    extras = card.extras_for(folder, repo_id, bool(options.get("overwrite_card")))
+    extras = card.extras_for(folder, repo_id, bool(options.get("overwrite_card")), base_model=options.get("base_model"))
     if options.get("via") == "git":
         return via_git(plan, options, progress, bool(api.repo_exists(repo_id)),
                        Remote(f"{endpoint}/{repo_id}", user or "vlhub", token, "main"), f"{endpoint}/{repo_id}", extras)
@@ -115,7 +115,7 @@ def publish(plan: PublishPlan, options: Mapping[str, Any], progress: ProgressCal
     if not plan.checks.get("repo_exists"):  # created now: the card follows the rule against what the Hub put there
         remote, readme = _remote(api, repo_id)
         extras = card.extra_files(folder, {f.path for f in plan.sources}, repo_id, readme,
-                                  bool(options.get("overwrite_card")))
+                                  bool(options.get("overwrite_card")), base_model=options.get("base_model"))
         settle_extras(plan, extras, remote)
         plan.remote = remote
     sources = [f for f in plan.sources if f.path not in plan.extras]

@@ -80,7 +80,8 @@ def _user(token: str, endpoint: str) -> str:
 def _extras(folder: Path, names: set[str], repo_id: str, remote: Mapping[str, RemoteFile],
             options: Mapping[str, Any]) -> dict[str, bytes]:
     """Card and configuration.json; a README.md already on ModelScope is kept unless --overwrite-card."""
-    extras = card.extra_files(folder, names, repo_id, None, bool(options.get("overwrite_card")), modelscope=True)
+    extras = card.extra_files(folder, names, repo_id, None, bool(options.get("overwrite_card")), modelscope=True,
+                              base_model=options.get("base_model"))
     if "README.md" in remote and "README.md" in extras and not options.get("overwrite_card"):
         del extras["README.md"]
     return extras
@@ -98,7 +99,8 @@ def preflight(folder: Path, repo_id: str, options: Mapping[str, Any],
     if options.get("via") == "git":
         return via_git(plan, options, progress, bool(api.repo_exists(repo_id)),
                        Remote(f"{endpoint}/{repo_id}.git", "oauth2", token, "master"), f"{endpoint}/models/{repo_id}",
-                       card.extras_for(folder, repo_id, bool(options.get("overwrite_card")), modelscope=True))
+                       card.extras_for(folder, repo_id, bool(options.get("overwrite_card")), modelscope=True,
+                                      base_model=options.get("base_model")))
     remote = _remote(token, endpoint, repo_id)
     plan.extras, plan.remote = _extras(folder, {f.path for f in plan.sources}, repo_id, remote, options), remote
     stage = staging_dir(label, folder)

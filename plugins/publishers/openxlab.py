@@ -26,7 +26,8 @@ class OpenXLabPublisher(GitHostPublisher):
         url = f"{base}/{owner}/{name}.git"
         remote = Remote(url, os.environ.get("OPENXLAB_USER", owner), find_token("openxlab").value)
         return GitJob(f"openxlab:{target}", Path(folder), remote, target, url.removesuffix(".git"),
-                      card.extras_for(Path(folder), target, bool(options.get("overwrite_card"))))
+                      card.extras_for(Path(folder), target, bool(options.get("overwrite_card")),
+                                      base_model=options.get("base_model")))
 
     def missing_token(self) -> str:
         if find_token("openxlab").found:
