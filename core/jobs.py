@@ -24,7 +24,6 @@ in the run folder. Every action calls the same core function as its CLI verb.
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import time
 import traceback
@@ -76,13 +75,7 @@ def _train_plan(a: dict[str, Any], progress: ProgressCallback, run: Run) -> Any:
 
     run, plan = train.plan(Path(a["model"]), Path(a["data"]), a["options"], a["trainer"])
     if a["launch"]:
-        try:
-            run = train.launch(plan)
-        except BaseException:
-            # a refused start (no GPU, no train environment) leaves no "planned" run behind: the job's error says why
-            if load_run(run.dir).status == "planned":
-                shutil.rmtree(run.dir, ignore_errors=True)
-            raise
+        run = train.launch(plan)  # a refused start removes the planned run (no ghost run); the job's error says why
     return {"run_id": run.id, "status": run.status, "plan": to_dict(plan)}
 
 

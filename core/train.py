@@ -113,9 +113,17 @@ def launch(planned: TrainPlan) -> Run:
         The run as recorded once its process started.
     Raises:
         BadInput, MissingDependency: the trainer cannot start it here (e.g. no GPU, no train environment).
+            A run that was only planned is then removed again, so a refused start leaves no ghost
+            ``planned`` run (the CLI and the pages alike); a resumed run keeps its folder.
     """
     run, trainer = _train_run(planned.run_dir)
-    trainer.launch(planned)
+    try:
+        trainer.launch(planned)
+    except BaseException:
+        fresh = load_run(run.dir)
+        if fresh.status == "planned" and not fresh.data.get("resumes") and fresh.data.get("pid") is None:
+            shutil.rmtree(run.dir, ignore_errors=True)
+        raise
     return load_run(run.dir)
 
 

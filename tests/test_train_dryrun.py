@@ -98,3 +98,13 @@ def test_bad_settings_are_one_line_naming_the_flag(inputs: tuple[Path, Path], tm
     assert len(lines) == 1 and lines[0].startswith("Error: ") and "Fix: " in lines[0], lines
     assert words in lines[0]
     assert not list(runs_dir().iterdir())  # a refused plan leaves no run folder
+
+
+def test_a_refused_start_leaves_no_planned_run(inputs: tuple[Path, Path]) -> None:
+    """No GPU here: `vlhub train` (not a dry run) is refused at launch, in one line, and leaves no run folder."""
+    model, prepared = inputs
+    proc = run_vlhub("train", "--model", str(model), "--data", str(prepared), "--batch-size", "1")
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
+    assert proc.returncode == 2 and len(errors) == 1 and "Fix:" in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert [p for p in runs_dir().iterdir() if p.is_dir()] == []
