@@ -36,7 +36,8 @@ def test_two_turns_with_images_keep_the_history(tiny: Path, images: list[Path]) 
     with Conversation(str(tiny), "transformers", settings=GREEDY) as chat:
         chunks = list(chat.ask("Compare these two dishes.", images[:2]))
         # 300x200: a 3x2 grid of 224px tiles (max_dynamic_patch 6) + a thumbnail; 120x360: 1x3 + a thumbnail
-        assert chunks and chat.session.last == {"event": "done", "images": 2, "tiles": 11, "earlier_turns": 0}
+        assert chunks and chat.session.last == {"event": "done", "images": 2, "tiles": 11, "earlier_turns": 0,
+                                                "system": False}
         second = chat.answer("And this one?", [images[2]])
         assert chat.session.last["images"] == 3 and chat.session.last["earlier_turns"] == 1
         assert [t.role for t in chat.history] == ["user", "assistant", "user", "assistant"]
@@ -44,6 +45,12 @@ def test_two_turns_with_images_keep_the_history(tiny: Path, images: list[Path]) 
         assert chat.history[3].text == second
         chat.answer("Which one is spicier?")  # a turn without images still sends the earlier ones
         assert chat.session.last["images"] == 3 and chat.session.last["earlier_turns"] == 2
+        chat.system = "You are a Sichuan cook."  # the model's system message, replaced for this turn
+        before = [t.text for t in chat.history]
+        again = "".join(chat.regenerate())  # the last question again: its answer replaced, nothing added
+        last = chat.session.last
+        assert (last["images"], last["earlier_turns"], last["system"]) == (3, 2, True)
+        assert [t.text for t in chat.history][:-1] == before[:-1] and chat.history[-1].text == again.strip()
 
 
 def test_cli_one_shot_answers_and_exits(tiny: Path, images: list[Path]) -> None:

@@ -14,7 +14,7 @@ from vlhub.core.types import GenerationSettings, Option, Turn
 from vlhub.core.worker import WorkerProcess
 
 from ..workers import SERVE_ENV, script
-from .common import model_folder
+from .common import lease_args, model_folder, worker_alive
 from .openai_backend import OpenAISession
 
 
@@ -29,6 +29,17 @@ class LMDeploySession:
     def reply(self, history: Sequence[Turn], settings: GenerationSettings) -> Iterator[str]:
         """Stream the answer to the last user turn of ``history``."""
         return self.client.reply(history, settings)
+
+    def alive(self) -> bool:
+        """Whether the worker (and so its server) still runs; it stops both when its lease expires."""
+        return worker_alive(self.worker)
+
+    def pids(self) -> dict[str, int]:
+        """The worker's and the api_server's process ids (for the launcher's record of loaded models)."""
+        found = {"pid": self.worker.proc.pid}
+        if isinstance(self.info.get("server_pid"), int):
+            found["server_pid"] = self.info["server_pid"]
+        return found
 
     def close(self) -> None:
         """End the session (and its worker or server)."""
@@ -75,6 +86,7 @@ class LMDeployBackend:
         for name in ("max_batch_size", "cache_max_entry_count"):
             if options.get(name):
                 args += [f"--{name.replace('_', '-')}", str(options[name])]
+        args += lease_args(options)
         worker = WorkerProcess(stage.require(SERVE_ENV.name), script("chat_lmdeploy"), args)
         try:
             return LMDeploySession(worker)

@@ -16,7 +16,7 @@ from vlhub.core.types import GenerationSettings, Option, Turn
 from vlhub.core.worker import WorkerProcess
 
 from ..workers import SERVE_ENV, TRAIN_ENV, script
-from .common import model_folder, turns_payload
+from .common import lease_args, model_folder, turns_payload, worker_alive
 
 
 def _stage_python(choice: str) -> Path | None:
@@ -46,6 +46,14 @@ class TransformersSession:
         except GeneratorExit:  # the caller stopped reading: let the answer finish so the next turn starts clean
             next(m for m in events if m["event"] == "done")
             raise
+
+    def alive(self) -> bool:
+        """Whether the worker still runs (it ends by itself when its lease expires)."""
+        return worker_alive(self.worker)
+
+    def pids(self) -> dict[str, int]:
+        """The worker's process id (for the launcher's record of loaded models)."""
+        return {"pid": self.worker.proc.pid}
 
     def close(self) -> None:
         """End the session (and its worker or server)."""
@@ -86,6 +94,7 @@ class TransformersBackend:
         args = [str(folder), "--device", options.get("device") or "auto"]
         if options.get("max_tiles"):
             args += ["--max-tiles", str(int(options["max_tiles"]))]
+        args += lease_args(options)
         worker = WorkerProcess(python, script("chat_transformers"), args)
         try:
             return TransformersSession(worker)

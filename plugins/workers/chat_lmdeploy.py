@@ -1,13 +1,21 @@
-"""LMDeploy's OpenAI-compatible ``api_server`` for one model folder, kept alive while vlhub holds stdin.
+"""LMDeploy's OpenAI-compatible ``api_server`` for one model folder, kept alive while vlhub holds stdin
+(and renews the lease, when it gives one).
 
 Usage: ``chat_lmdeploy.py MODEL_DIR --model-name NAME [--engine turbomind|pytorch] [--tp N]
-[--session-len N] [--max-batch-size N] [--cache-max-entry-count F] [--timeout S]``.
+[--session-len N] [--max-batch-size N] [--cache-max-entry-count F] [--timeout S]
+[--lease FILE --lease-ttl SECONDS]``.
 
 Starts ``python -m lmdeploy serve api_server`` on a free 127.0.0.1 port (its output in
-a temporary log named in errors), waits until ``/health`` answers 200, prints ``{"event": "ready", "base_url": ..., "model": ...}``, then
-waits for stdin to close and stops the server (dropping its log after a clean stop). Each request runs in the server's
+a temporary log named in errors), waits until ``/health`` answers 200, prints
+``{"event": "ready", "base_url": ..., "model": ..., "server_pid": ...}``, then waits for stdin to close
+and stops the server (dropping its log after a clean stop). Each request runs in the server's
 own event loop, so lmdeploy issue 2101 (several images / turns through
 ``pipeline.chat`` in a foreign loop) cannot happen and nothing is patched.
+
+The server runs in its own process group, so it is stopped with the whole group whenever the worker
+ends: stdin closed, SIGTERM, or the end of its lease (:mod:`chat_lease`: the launcher stopped renewing
+the file, e.g. the Chat tab was closed; checked while the server loads too). The ready event names the
+server's pid (``server_pid``) for the launcher's record.
 """
 from __future__ import annotations
 
@@ -25,6 +33,10 @@ import urllib.request
 from pathlib import Path
 
 import _protocol
+import chat_lease
+
+#: The api_server process, once started (stopped by :func:`stop_server` from any thread).
+SERVER: list[subprocess.Popen] = []
 
 
 def free_port() -> int:
@@ -61,6 +73,26 @@ def log_tail(log: Path) -> str:
     return lines[-1][:300] if lines else "no output"
 
 
+def stop_server(grace: float = 30) -> None:
+    """Stop the api_server's process group: SIGTERM, then SIGKILL after ``grace`` seconds."""
+    for server in SERVER:
+        if server.poll() is not None:
+            continue
+        try:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+        except ProcessLookupError:
+            pass
+
+
+def on_sigterm(signum: int, frame: object) -> None:
+    stop_server(10)
+    os._exit(128 + signum)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("model")
@@ -71,7 +103,10 @@ def main() -> None:
     parser.add_argument("--max-batch-size", type=int, default=8)
     parser.add_argument("--cache-max-entry-count", type=float, default=0.4)
     parser.add_argument("--timeout", type=float, default=1800)
+    chat_lease.add_arguments(parser)
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, on_sigterm)
+    chat_lease.watch(args.lease, args.lease_ttl, on_expire=stop_server)
     try:
         import lmdeploy
         import torch
@@ -88,6 +123,7 @@ def main() -> None:
     with open(log, "w", encoding="utf-8") as sink:
         server = subprocess.Popen(server_command(args, port), stdout=sink, stderr=subprocess.STDOUT,
                                   env=os.environ.copy(), start_new_session=True)
+    SERVER.append(server)
     started = time.monotonic()
     while not healthy(port):
         if server.poll() is not None:
@@ -99,15 +135,11 @@ def main() -> None:
         _protocol.progress("lmdeploy api_server", time.monotonic() - started, None, "s", "loading")
         time.sleep(1)
     print(json.dumps({"event": "ready", "base_url": f"http://127.0.0.1:{port}/v1", "model": args.model_name,
-                      "lmdeploy": lmdeploy.__version__, "log": str(log)}), flush=True)
+                      "lmdeploy": lmdeploy.__version__, "log": str(log), "server_pid": server.pid}), flush=True)
     sys.stdin.read()
-    os.killpg(server.pid, signal.SIGTERM)
-    try:
-        server.wait(60)
-    except subprocess.TimeoutExpired:
-        os.killpg(server.pid, signal.SIGKILL)
-        return
-    log.unlink(missing_ok=True)
+    stop_server(60)
+    if server.returncode != -signal.SIGKILL:  # a clean stop: its log holds nothing worth keeping
+        log.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

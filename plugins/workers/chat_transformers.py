@@ -1,12 +1,15 @@
 """Persistent chat worker: an InternVL2 model folder through transformers and its own ``chat`` code.
 
-Usage: ``chat_transformers.py MODEL_DIR [--device auto|cpu|cuda] [--max-tiles N]``.
+Usage: ``chat_transformers.py MODEL_DIR [--device auto|cpu|cuda] [--max-tiles N]
+[--lease FILE --lease-ttl SECONDS]``.
 
 Speaks JSON lines. Out: ``{"event": "ready", ...}`` once the model is loaded. In:
 ``{"op": "reply", "history": [{"role", "text", "images"}], "settings": {...}}``;
 out: ``{"event": "chunk", "text": ...}`` as tokens arrive, then ``{"event": "done", "images",
-"tiles", "earlier_turns"}`` (what the model was given) or ``{"event": "error", "message", "hint",
-"code"}``. End of stdin ends the worker.
+"tiles", "earlier_turns", "system"}`` (what the model was given) or ``{"event": "error", "message",
+"hint", "code"}``. A ``system`` turn (first in the history) replaces the model's system message for
+that request. End of stdin ends the worker; so does the end of its lease (:mod:`chat_lease`: the
+launcher stopped renewing the file, e.g. the Chat tab was closed), checked while loading too.
 
 Every image of the conversation is sent again with each turn: the user turns
 carry InternVL ``<image>`` placeholders, ``pixel_values`` holds all their tiles in
@@ -23,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import _protocol
-from chat_images import load_image
+import chat_lease
 
 
 def emit(event: str, **fields: Any) -> None:
@@ -58,13 +61,20 @@ class Chat:
         self.max_tiles = max_tiles or (int(getattr(config, "max_dynamic_patch", 12)) if dynamic else 1)
         self.thumbnail = bool(getattr(config, "use_thumbnail", True))
         self.device = device
+        self.system_message = getattr(self.model, "system_message", None)
 
     def reply(self, history: list[dict[str, Any]], settings: dict[str, Any]) -> dict[str, int]:
         """Stream the answer to the last user turn of ``history``; return what the model was given."""
+        from chat_images import load_image
         from transformers import TextIteratorStreamer
 
         pixels, patches, pairs = [], [], []
+        system = next((turn["text"] for turn in history if turn["role"] == "system"), None)
+        if self.system_message is not None:  # the model's chat() builds its template from this attribute
+            self.model.system_message = system if system is not None else self.system_message
         for turn in history:
+            if turn["role"] == "system":
+                continue
             if turn["role"] == "user":
                 for image in turn.get("images", []):
                     tensor = load_image(Path(image), self.image_size, self.max_tiles, self.thumbnail)
@@ -100,7 +110,8 @@ class Chat:
         thread.join()
         if failure:
             raise failure[0]
-        return {"images": len(patches), "tiles": sum(patches), "earlier_turns": len(pairs)}
+        return {"images": len(patches), "tiles": sum(patches), "earlier_turns": len(pairs),
+                "system": system is not None and self.system_message is not None}
 
 
 def main() -> None:
@@ -108,7 +119,9 @@ def main() -> None:
     parser.add_argument("model")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--max-tiles", type=int, default=None)
+    chat_lease.add_arguments(parser)
     args = parser.parse_args()
+    chat_lease.watch(args.lease, args.lease_ttl)  # before the slow imports: a closed page stops a load too
     folder = Path(args.model)
     if not (folder / "config.json").is_file():
         _protocol.fail(f"{folder}: not a model folder (no config.json)",
