@@ -5,7 +5,7 @@ launch: setup
 	.venv/bin/vlhub launch
 
 test: setup-test
-	.venv/bin/python -m pytest -q -p no:cacheprovider tests
+	.venv/bin/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile tests
 
 setup:
 	scripts/setup.sh
