@@ -235,3 +235,31 @@ def test_boundary_maps_each_kind_of_error(tmp_path: Path) -> None:
         require_free_space(tmp_path / "new" / "folder", 1 << 62, "the converted model")
     assert "the converted model needs" in raised_free.value.one_line() and str(tmp_path) in raised_free.value.one_line()
     require_free_space(tmp_path, 1, "one byte")
+
+
+@pytest.mark.parametrize("command", ["prepare", "convert"])
+def test_long_writes_check_free_space_first(command: str, tmp_path: Path, isolated: Path) -> None:
+    """A 1 MiB tmpfs as the output's disk: prepare and convert say how much they need before writing."""
+    import subprocess
+
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("mounting a size-limited tmpfs needs root here")
+    try:
+        if command == "prepare":
+            argv, _ = _prepare(tmp_path / "user", {})
+            argv[argv.index("--out") + 1] = str(mount / "prepared")
+        else:
+            from conftest import train_python
+            from fixtures.checkpoints import build_checkpoint
+
+            built = build_checkpoint(tmp_path / "ckpt", train_python())
+            argv = ["convert", str(built["checkpoint"]), "--out", str(mount / "model")]
+        proc = run_vlhub(*argv, timeout=300)
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
+        assert proc.returncode == 1 and len(errors) == 1, proc.stderr
+        assert "needs" in errors[0] and "is free" in errors[0] and str(mount) in errors[0], errors[0]
+        assert list(mount.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from vlhub.core import __version__
+from vlhub.core.boundary import require_free_space
 from vlhub.core.errors import BadInput
 from vlhub.core.fsutil import atomic_dir, atomic_write_json, atomic_write_text, check_replaceable, timestamp
 from vlhub.core.options import Option
@@ -109,6 +110,9 @@ def finish(out: Path, *, dataset: str, source: Path, image_root: Path, validatio
     lists = {f"{name}.json": [item.record for item in items] for name, items in splits.items()}
     if mc:
         lists["val_mc.json"] = mc
+    # the JSON files it writes (images are referenced, never copied): about 2x their records' text, plus a margin
+    needed = sum(len(json.dumps(rows, ensure_ascii=False)) for rows in lists.values()) * 2 + 8 * 1024 * 1024
+    require_free_space(out.parent, needed, f"the prepared folder {out}")
     with atomic_dir(out, force=force, marker=MANIFEST) as tmp:
         with _writing(tmp, lists):  # the record files are written while the stats are computed
             stats = compute(splits, validation.images)

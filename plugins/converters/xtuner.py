@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 from vlhub.core import provenance, stage
 from vlhub.core.convert import template as named_template, template_for_folder
+from vlhub.core.boundary import require_free_space
 from vlhub.core.errors import BadInput, VlhubError
 from vlhub.core.fsutil import atomic_dir, read_json
 from vlhub.core.types import ChatTemplate, Converted, Option, ProgressCallback
@@ -87,6 +88,8 @@ class XtunerConverter:
         check_checkpoint(found, strict=True)  # placeholder or damaged state files
         template = choose_template(base, options.get("template"), info.get("prompt_template"))
         verify = {"enabled": bool(options.get("verify", True)), "image": options.get("image"), "samples": 4}
+        # the converted folder holds the merged weights: about the base model's weights, plus a margin
+        require_free_space(out.parent, _weights_bytes(Path(base)) + 64 * 1024 * 1024, f"the converted model {out}")
         try:
             with atomic_dir(out, force=bool(options.get("force")), marker=provenance.PROVENANCE) as tmp, \
                     tempfile.TemporaryDirectory(prefix="vlhub-convert-") as jobs:
@@ -183,3 +186,15 @@ XTUNER_LLM = XtunerConverter(
     name="xtuner-llm",
     description="xtuner LLM LoRA checkpoint -> merged Hugging Face folder (pth_to_hf + merge)",
     worker="convert_llm", model_types=("SupervisedFinetune",))
+
+
+def _weights_bytes(folder: Path) -> int:
+    """Bytes of a model folder's weight files (what a merged copy of it needs on disk)."""
+    total = 0
+    for pattern in ("*.safetensors", "*.bin", "*.pth", "*.pt"):
+        for path in folder.glob(pattern):
+            try:
+                total += path.stat().st_size
+            except OSError:
+                continue
+    return total
