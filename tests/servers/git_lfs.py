@@ -470,7 +470,9 @@ class GitLfsServer:
         env["GIT_LFS_SKIP_SMUDGE"] = "1"
         cmd = ["git", "clone", "-q", *(["--branch", branch] if branch else []), self.repo_url(repo), str(dest)]
         _run(cmd, env=env)
-        if lfs:
+        empty = subprocess.run(["git", "rev-parse", "--verify", "-q", "HEAD"], cwd=dest, env=env,
+                               capture_output=True).returncode != 0
+        if lfs and not empty:  # an empty repository (nothing was pushed) clones to an empty folder
             _run(["git", "lfs", "pull"], cwd=Path(dest), env=env)
         return Path(dest)
 
