@@ -42,8 +42,9 @@ class Run:
 
     @property
     def id(self) -> str:
-        """The run's id (its folder's name)."""
-        return self.data["id"]
+        """The run's id: its folder's name (what ``run.json`` records, which a hand-edited file may lack)."""
+        value = self.data.get("id")
+        return value if isinstance(value, str) and value else self.dir.name
 
     @property
     def kind(self) -> str:

@@ -99,3 +99,25 @@ def test_run_with_dead_process_is_marked_failed(isolated: Path) -> None:
     run.update(status="running", pid=proc.pid)
     listed = json.loads(run_vlhub("runs", "--json", check=True).stdout)
     assert listed[0]["status"] == "failed"
+
+
+def test_runs_lists_good_runs_and_flags_damaged_ones(tmp_path: Path) -> None:
+    """A truncated, mistyped or id-less run.json never hides the other runs or ends in a generic error."""
+    from vlhub.core.home import runs_dir
+
+    good = runs_dir() / "20260101-000000-publish-aaaa"
+    good.mkdir(parents=True)
+    (good / "run.json").write_text(json.dumps({"id": good.name, "kind": "publish", "status": "done",
+                                               "created": "2026-01-01"}))
+    bad = runs_dir() / "20260101-000001-train-bbbb"
+    bad.mkdir()
+    for text in ('{"id": "x", "kind": "tra', json.dumps({"kind": "train", "status": "done", "created": 5}), "[]"):
+        (bad / "run.json").write_text(text)
+        proc = run_vlhub("runs", "--json")
+        assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+        rows = {row["id"]: row for row in json.loads(proc.stdout)}
+        assert rows[good.name]["status"] == "done" and bad.name in rows
+        if text.startswith("{\"kind\""):
+            assert rows[bad.name]["status"] == "done"  # readable: listed under its folder's name
+        else:
+            assert rows[bad.name]["status"] == "damaged" and "run.json is damaged" in rows[bad.name]["error"]
