@@ -73,8 +73,9 @@ def test_a_weight_rewritten_during_its_upload_fails_and_commits_nothing(srv: Git
         if done or shard.stat().st_size != 40 * MB:
             return
         st = shard.stat()
-        with open(shard, "r+b") as out:  # same size, same inode, new content
-            out.write(os.urandom(40 * MB))
+        with open(shard, "r+b") as out:  # same size, same inode, new content (the safetensors header kept)
+            out.seek(4096)
+            out.write(os.urandom(40 * MB - 4096))
         if how == "rewrite-keep-stamp":
             os.utime(shard, ns=(st.st_atime_ns, st.st_mtime_ns))
         done.append(oid)

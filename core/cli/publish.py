@@ -85,6 +85,8 @@ def _show(result, dry_run: bool) -> None:  # type: ignore[no-untyped-def]
         say(f"{result.target}:\n" + table(rows, ["file", "size", "lfs", "remote"]))
         say(f"  to send: {_human(pre.bytes_to_send)}")
     if pre is not None:
+        for warning in pre.checks.get("warnings") or []:
+            say(warning)
         base = pre.checks.get("card_base_model")
         if base:
             say(f"  model card: base model {base} ({pre.checks.get('card_base_model_from', '')})")

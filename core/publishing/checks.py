@@ -1,7 +1,10 @@
 """Checks shared by every publisher: the folder's contents, repository names, the keyword rule.
 
 :func:`local_problems` is what a preflight finds without the network: the scan's problems,
-then :func:`~vlhub.core.publishing.folder.check_contents`, then ``--require-keyword``.
+then :func:`~vlhub.core.publishing.folder.check_contents`, then whether the folder loads as its
+files say (:func:`~vlhub.core.publishing.loadable.check_loadable`: weight headers, shard index,
+config and remote code, tokenizer, README metadata; a chat template that is not the catalog's
+for the config is a warning), then ``--require-keyword``.
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from typing import Any, Mapping
 from vlhub.core.errors import BadInput
 
 from . import folder as fld
+from .loadable import check_loadable
 
 _PART = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?$")
 
@@ -27,15 +31,20 @@ def local_problems(folder: Path, scanned: fld.FolderScan, repo_id: str,
         folder: the model folder.
         scanned: its :func:`~vlhub.core.publishing.folder.scan`.
         repo_id: the repository's name (``OWNER/NAME`` or a URL's path), for ``require_keyword``.
-        options: the publish options (``follow_symlinks``, ``require_keyword``).
+        options: the publish options (``follow_symlinks``, ``require_keyword``,
+            ``allow_template_mismatch``).
 
     Returns:
         ``(problems, checks)``: one line per problem (``what. Fix: how``) and what was
         checked (``config``, ``weights``, ``tokenizer``, ``chat_template``, ``keyword``,
+        ``warnings`` (the CLI and the Publish page show them),
         ``symlinks_followed``, ``linked_files_sent_as_content``), for the preflight's ``checks``.
     """
     problems, checks = fld.check_contents(folder, scanned.files, scanned.refused)
-    problems = [*scanned.problems, *problems]
+    loads, warnings = check_loadable(folder, scanned.files, options)
+    problems = [*scanned.problems, *problems, *loads]
+    if warnings:
+        checks["warnings"] = warnings
     if options.get("follow_symlinks"):
         checks["follow_symlinks"] = True
     if scanned.outside:

@@ -25,6 +25,7 @@ COMMON_OPTIONS = (
     Option("follow_symlinks", "Send what symbolic links that lead outside the model folder point to "
            "(refused otherwise).", bool, False),
     Option("base_model", "The model card's base model, a hub id ORG/NAME (default: from the folder).", str, None),
+    Option("allow_template_mismatch", "Publish a chat template unlike the catalog's for the config.", bool, False),
 )
 
 

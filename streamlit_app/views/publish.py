@@ -66,6 +66,9 @@ def show_preflight(targets: list[dict[str, Any]]) -> None:
     for r in targets:
         if r["error"]:
             st.error(r["error"], icon=":material/error:")
+        checks = r.get("preflight", {}).get("checks", {})
+        for note in [*(checks.get("warnings") or []), *(checks.get("card_notes") or [])]:
+            st.warning(note, icon=":material/warning:")
     for r in targets:
         files = r.get("preflight", {}).get("files", [])
         if files:

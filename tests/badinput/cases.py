@@ -690,6 +690,23 @@ PUBLISH = [
                                                          env=_set(_git, drop_lfs_upload_after=MB,
                                                                   drop_lfs_upload_count=100)),
          "rerunning resumes", code=1),
+    Case("weights-lfs-pointer", "publish", _pub(_repo, "--dry-run", env=_git_env, folder=lambda ctx: (
+        m := make_model(ctx.work / "model"), (m / "model.safetensors").write_bytes(
+            b"version https://git-lfs.github.com/spec/v1\noid sha256:" + b"0" * 64 + b"\nsize 9\n"))[0]),
+         "model.safetensors is a Git LFS pointer"),
+    Case("weights-safetensors-truncated", "publish", _pub(_repo, "--dry-run", env=_git_env, folder=lambda ctx: (
+        m := make_model(ctx.work / "model"), os.truncate(m / "model.safetensors", MB))[0]),
+         "the file is truncated"),
+    Case("weights-html-page", "publish", _pub(_repo, "--dry-run", env=_git_env, folder=lambda ctx: (
+        m := make_model(ctx.work / "model"), (m / "pytorch_model.bin").write_bytes(b"<html><body>502</body></html>"))[0]),
+         "pytorch_model.bin is an HTML page"),
+    Case("config-auto-map-missing-module", "publish", _pub(_repo, "--dry-run", env=_git_env, folder=lambda ctx: (
+        m := make_model(ctx.work / "model"), (m / "config.json").write_text(json.dumps(
+            {"architectures": ["InternVLChatModel"], "auto_map": {"AutoModel": "modeling_x.InternVLChatModel"}})))[0]),
+         "needs modeling_x.py, which is not in the folder"),
+    Case("readme-broken-yaml", "publish", _pub(_repo, "--dry-run", env=_git_env, folder=lambda ctx: (
+        m := make_model(ctx.work / "model"), (m / "README.md").write_text("---\nlicense: [mit\n---\n# x\n"))[0]),
+         "README.md line 2: its YAML metadata does not parse"),
 ]
 
 CASES: list[Case] = DATA + TRAIN + CONVERT + CHAT + PUBLISH + STATE
