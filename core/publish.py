@@ -194,7 +194,7 @@ def publish(folder: Path, targets: list[str], options: Mapping[str, Any] | None 
     if not folder.is_dir():
         raise BadInput(f"{folder} is not a folder", "give the model folder written by `vlhub convert`")
     key = work_key(folder, targets)
-    running = None if run is not None else _running(key)  # a launcher job has claimed its work already
+    running = None if run is not None else runs.find_active("publish", key)  # a launcher job has claimed its work already
     if running is None and not dry_run and run is None:
         run, attached = runs.claim("publish", key, folder=str(folder), targets=[redact(t) for t in targets],
                                    options={k: v for k, v in options.items() if k != "message"})
@@ -227,14 +227,6 @@ def publish(folder: Path, targets: list[str], options: Mapping[str, Any] | None 
 def work_key(folder: Path, targets: list[str]) -> str:
     """What makes two publishes the same work: the folder and the set of targets (user-info redacted)."""
     return "\n".join([str(folder), *sorted(redact(t) for t in targets)])
-
-
-def _running(key: str) -> runs.Run | None:
-    for run in runs.list_runs("publish"):
-        if run.data.get("key") == key and run.status in runs.ACTIVE and \
-                runs.check_process(run.data, "pid").state == runs.OWNED:
-            return run
-    return None
 
 
 def _follow(folder: Path, dry_run: bool, running: runs.Run, on_attach: Callable[[runs.Run], None] | None,

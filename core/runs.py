@@ -322,6 +322,14 @@ class ProgressRecorder:
 ACTIVE = ("running", "starting", "stopping")
 
 
+def find_active(kind: str, key: str) -> Run | None:
+    """The active run of ``kind`` doing ``key`` (see :func:`claim`) whose process is provably vlhub's, if any."""
+    for run in list_runs(kind):
+        if run.data.get("key") == key and run.status in ACTIVE and check_process(run.data, "pid").state == OWNED:
+            return run
+    return None
+
+
 def claim(kind: str, key: str, **fields: Any) -> tuple[Run, bool]:
     """One run per piece of work: the run doing ``key`` now, or a new one recorded as this process's.
 
@@ -341,10 +349,9 @@ def claim(kind: str, key: str, **fields: Any) -> tuple[Run, bool]:
         OSError: the runs folder cannot be written (mapped to one line by :mod:`vlhub.core.boundary`).
     """
     with FileLock(str(runs_dir() / ".claim.lock")):
-        for run in list_runs(kind):
-            if run.data.get("key") == key and run.status in ACTIVE and \
-                    check_process(run.data, "pid").state == OWNED:
-                return run, True
+        running = find_active(kind, key)
+        if running is not None:
+            return running, True
         run = new_run(kind, key=key, **fields)
         return run.update(status="running", **process_record(os.getpid(), "pid")), False
 
