@@ -3,6 +3,7 @@
 #
 #   bash bench/fetch_gpu_wheels.sh            # .whl/*.whl, .whl/lmd, .whl/srv, .whl/vl   (~1 min, ~32 MiB)
 #   bash bench/fetch_gpu_wheels.sh --vlhub    # also .whl/vlhub/: a wheel of this checkout (gpu_env.sh's fallback)
+#   bash bench/fetch_gpu_wheels.sh --swift    # also .whl/swift/: ms-swift 4.6 for `bench/gpu_e2e.sh --trainer swift`
 #
 # The GPU machine (docs/gpu-proof.md, shared notes gpu-device.md) has Python 3.12, torch 2.11+cu130,
 # transformers 5.17, tokenizers 0.23, huggingface_hub 1.33, peft, accelerate, numpy, pillow, click, pluggy,
@@ -38,11 +39,13 @@ set -euo pipefail
 cd "$(git rev-parse --show-toplevel)"
 
 WITH_VLHUB=0
+WITH_SWIFT=0
 for arg in "$@"; do
     case $arg in
         --vlhub) WITH_VLHUB=1 ;;
-        -h | --help) sed -n '2,6p' "$0"; exit 0 ;;
-        *) echo "usage: bash bench/fetch_gpu_wheels.sh [--vlhub]" >&2; exit 2 ;;
+        --swift) WITH_SWIFT=1 ;;
+        -h | --help) sed -n '2,7p' "$0"; exit 0 ;;
+        *) echo "usage: bash bench/fetch_gpu_wheels.sh [--vlhub] [--swift]" >&2; exit 2 ;;
     esac
 done
 LIMIT_MIB=60
@@ -75,6 +78,20 @@ VL_PINS=("${OPENAI_PINS[@]}")
 # what gpu_env.sh adds to the serve and launcher venvs from .whl/*.whl (kept in sync with BASE_SERVE/BASE_LAUNCHER)
 BASE_SERVE=(addict mmengine pydantic pydantic_core annotated_types termcolor yapf platformdirs dill)
 BASE_LAUNCHER=(pydantic pydantic_core annotated_types)
+# swift: ms-swift 4.6.0 and what `swift sft` / `swift export` import beyond the machine (torch 2.11, torchvision,
+# timm, accelerate, transformers 5.17, tokenizers, hub, numpy, pillow, safetensors, pyarrow, xxhash, aiohttp ...
+# there). The machine's peft 0.21 is above ms-swift's peft<0.21, so peft 0.20.0 (the [swift] pin) travels; its
+# transformers 5.17 is inside ms-swift's transformers<5.20 and stays (carrying 4.57.6 with its tokenizers and hub,
+# as the CPU tests run, would take 15 MiB more than the budget has). transformers-stream-generator (sdist only)
+# and zstandard are imported only by models and rollout code the chain never loads.
+# Only with --swift: the set adds ~12 MiB (the total stays under the 60 MiB budget).
+SWIFT_PINS=(
+    ms-swift==4.6.0 peft==0.20.0 trl==0.29.1 datasets==4.8.4 modelscope==1.40.2 modelscope-hub==0.5.1
+    attrdict==2.0.1 binpacking==2.0.1 dacite==1.9.2 json-repair==0.64.6 simplejson==4.3.0 sortedcontainers==2.4.0
+    cpm-kernels==1.0.11 einops==0.8.2 rouge==1.0.1 lazy-importer==0.1.0 importlib-metadata==10.2.0 zipp==4.1.2
+)
+# what gpu_e2e.sh adds to the swift venv from .whl/*.whl (kept in sync with BASE_SWIFT there)
+BASE_SWIFT=(addict dill multiprocess fsspec deepspeed hjson pydantic pydantic_core annotated_types platformdirs)
 
 PLATFORMS=(manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_24_x86_64 manylinux_2_17_x86_64
            manylinux2014_x86_64 manylinux_2_5_x86_64 manylinux1_x86_64)
@@ -132,6 +149,10 @@ say "srv set: ${SRV_PINS[*]}"
 download "$STAGE/srv" "${SRV_PINS[@]}"
 say "vl set: ${VL_PINS[*]}"
 download "$STAGE/vl" "${VL_PINS[@]}"
+if [ "$WITH_SWIFT" = 1 ]; then
+    say "swift set: ${#SWIFT_PINS[@]} wheels (ms-swift 4.6.0 for \`bench/gpu_e2e.sh --trainer swift\`)"
+    download "$STAGE/swift" "${SWIFT_PINS[@]}"
+fi
 
 # --------------------------------------------------------------------------------------------- vlhub (optional)
 if [ "$WITH_VLHUB" = 1 ]; then
@@ -144,12 +165,12 @@ if [ "$WITH_VLHUB" = 1 ]; then
 fi
 
 # --------------------------------------------------------------------------------------------- checks
-python3 - "$STAGE" "${BASE_SERVE[*]}" "${BASE_LAUNCHER[*]}" <<'EOF' || die "the wheel sets failed their checks (above)"
+python3 - "$STAGE" "${BASE_SERVE[*]}" "${BASE_LAUNCHER[*]}" "${BASE_SWIFT[*]}" <<'EOF' || die "the wheel sets failed their checks (above)"
 import re, sys, zipfile
 from collections import defaultdict
 from pathlib import Path
 
-stage, base_serve, base_launcher = Path(sys.argv[1]), sys.argv[2].split(), sys.argv[3].split()
+stage, base_serve, base_launcher, base_swift = Path(sys.argv[1]), sys.argv[2].split(), sys.argv[3].split(), sys.argv[4].split()
 ok = True
 def norm(name): return re.sub(r"[-_.]+", "_", name).lower()
 def dist(path): return norm(path.name.split("-")[0])
@@ -159,7 +180,8 @@ def base(names):
     missing = {norm(n) for n in names} - {dist(w) for w in picked}
     return picked, missing
 venvs = {"train": train}
-for name, sets, extra in (("serve", ("lmd", "srv"), base_serve), ("launcher", ("vl", "vlhub"), base_launcher)):
+for name, sets, extra in (("serve", ("lmd", "srv"), base_serve), ("launcher", ("vl", "vlhub"), base_launcher),
+                          ("swift", ("swift",), base_swift)):
     picked, missing = base(extra)
     if missing:
         print(f"  {name}: gpu_env.sh takes {sorted(missing)} from .whl/*.whl, which lacks them"); ok = False
@@ -205,12 +227,12 @@ mib() { du -sk "$@" | awk '{s += $1} END {printf "%.1f", s / 1024}'; }
 echo
 echo "set                     MiB   wheels"
 printf '%-22s %5s   %s\n' ".whl/*.whl (train)" "$(mib .whl/*.whl)" "$(ls .whl/*.whl | wc -l)"
-for s in lmd srv vl vlhub; do
+for s in lmd srv vl vlhub swift; do
     [ -d ".whl/$s" ] && printf '%-22s %5s   %s\n' ".whl/$s/" "$(mib ".whl/$s")" "$(ls ".whl/$s"/*.whl | wc -l)"
 done
 TOTAL_K=$(du -sk .whl | cut -f1)
 printf '%-22s %5s\n' "total .whl/" "$(mib .whl)"
-du -sh .whl .whl/lmd .whl/srv .whl/vl $( [ -d .whl/vlhub ] && echo .whl/vlhub )
+du -sh .whl .whl/lmd .whl/srv .whl/vl $( [ -d .whl/vlhub ] && echo .whl/vlhub ) $( [ -d .whl/swift ] && echo .whl/swift )
 # what one device call carries: the working tree (tracked + untracked, not ignored) + .whl
 TREE_K=$(git ls-files -z -c -o --exclude-standard | xargs -0 -r du -ck 2>/dev/null | tail -1 | cut -f1)
 echo "a device call carries the working tree ($(awk "BEGIN{printf \"%.1f\", $TREE_K/1024}") MiB) + .whl ($(mib .whl) MiB) of 64 MiB"

@@ -4,13 +4,18 @@
 #   1. chat: LMDeploy (vlhub's api_server worker, streamed through the openai SDK as vlhub's backend does)
 #      vs transformers (vlhub's chat_transformers worker): time to first token from the image files on
 #      disk + the question to the first generated token, on one small image, on a three-image turn (23
-#      tiles, ~5.9k tokens) and on a text prompt of that length; where the time goes; decode tokens/s and
-#      decode against the memory-bandwidth bound (bench/gpu_speed_chat.py);
+#      tiles, ~5.9k tokens) and on a text prompt of that length, with the breakdown per image (read,
+#      decode, tile or resize + encode, the request); decode tokens/s with vlhub's LMDeploy defaults and,
+#      each in its own server, LMDeploy's own defaults (VARIANTS="lmdeploy eager s4096 b1 b32" adds more),
+#      each as a share of the memory-bandwidth bound (bench/gpu_speed_chat.py);
 #   2. training: LoRA + DeepSpeed ZeRO-2 through `vlhub train` vs the same `xtuner train` command run
-#      directly: tokens/s (median iteration time after warm-up) and peak memory, read from each log.
+#      directly: tokens/s (median iteration time after warm-up) and peak memory, read from each log;
+#   3. eval (PARTS=eval): `vlhub eval`'s throughput with the LMDeploy backend, items/s one request at a
+#      time vs batched (max_batch_size requests at once), through vlhub.core.eval.evaluate.
 #
 # On the device, from the repo root, with `.whl` carried:  bash bench/gpu_speed.sh
-# PARTS="chat train" picks the parts; results in $OUT/speed.json and $OUT/speed.log.
+# PARTS="chat train" picks the parts (default: both; PARTS="chat eval" for issue 21's figures);
+# results in $OUT/speed.json and $OUT/speed.log.
 # PARTS=scale (on a machine with 2+ GPUs): training tokens/s with `vlhub train --gpus 2` vs `--gpus 1`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,8 +46,45 @@ end
 if [[ " $PARTS " == *" chat "* ]]; then
     begin chat-speed
     # the test images (a 448 px PNG, a 1920x1080 and a 4032x3024 JPEG) are written to $W/chat-images
-    timeout 420 "$SERVE/bin/python" bench/gpu_speed_chat.py "$W/m2b" "$W/chat-images" "$W/speed-chat.json" \
-        --tokens 256 --repeat "${REPEAT:-7}" --warmup 2
+    VARIANTS=${VARIANTS:-lmdeploy}
+    timeout 540 "$SERVE/bin/python" bench/gpu_speed_chat.py "$W/m2b" "$W/chat-images" "$W/speed-chat.json" \
+        --tokens 256 --repeat "${REPEAT:-7}" --warmup 2 --variants "${VARIANTS// /,}"
+    end
+fi
+
+if [[ " $PARTS " == *" eval "* ]]; then
+    begin eval-data
+    rm -rf "$W/src-eval" "$W/prep-eval"
+    "$LAUNCHER/bin/python" -c "
+import sys; from pathlib import Path; sys.path.insert(0, 'tests')
+from fixtures.datasets import make_foodieqa; make_foodieqa(Path('$W/src-eval'))"
+    "$VLHUB" data prepare foodieqa --source "$W/src-eval/FoodieQA" --out "$W/prep-eval" --opt val_fraction=0.5 \
+        --json >/dev/null
+    end
+
+    begin eval-speed
+    # vlhub's own evaluation (vlhub.core.eval.evaluate) on the LMDeploy backend with vlhub's defaults: the
+    # same EVAL_ITEMS multiple-choice items (the fixture's, repeated) one at a time, then batched
+    timeout 400 "$LAUNCHER/bin/python" - "$W/m2b" "$W/prep-eval" "$W/speed-eval.json" "${EVAL_ITEMS:-96}" <<'EOF'
+import json, sys, time
+from vlhub.core.chat import Conversation
+from vlhub.core.eval import concurrency, evaluate, load_set
+model, data, out, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+found = load_set(data)["items"]
+items = [dict(found[n % len(found)], index=n) for n in range(count)]
+res = {"items": len(items), "task": "multiple-choice", "images_per_item": [len(i["images"]) for i in found]}
+with Conversation(model, "lmdeploy") as convo:
+    res["engine"] = convo.engine
+    evaluate(convo, items[:8], width=1)  # warm-up
+    for name, width in (("one_at_a_time", 1), ("batched", concurrency(convo))):
+        start = time.monotonic()
+        evaluate(convo, items, width=width)
+        seconds = time.monotonic() - start
+        res[name] = {"concurrency": width, "seconds": round(seconds, 3), "items_per_s": len(items) / seconds}
+res["ratios"] = {"eval_batched_over_one_at_a_time": res["batched"]["items_per_s"] / res["one_at_a_time"]["items_per_s"]}
+json.dump(res, open(out, "w"), indent=2)
+print(json.dumps(res, indent=1))
+EOF
     end
 fi
 
@@ -172,20 +214,52 @@ if [ -f "$W/speed-chat.json" ]; then
     "$LAUNCHER/bin/python" - "$W/speed-chat.json" <<'EOF'
 import json, sys
 d = json.load(open(sys.argv[1]))
-lmd, hf = d.get("lmdeploy", {}), d.get("transformers", {})
+lmd, hf, goals = d.get("lmdeploy", {}), d.get("transformers", {}), d.get("goals", {})
+ms = lambda s: f"{s * 1e3:7.1f} ms"
 for name, w in d["workloads"].items():
     a, b = lmd.get("ttft", {}).get(name, {}), hf.get("ttft", {}).get(name, {})
-    if a and b:
-        print(f"TTFT {name:5} ({w['tiles']:2} tiles): lmdeploy {a['ttft_s'] * 1e3:7.1f} ms ({a['prompt_tokens']} tok), "
-              f"transformers {b['ttft_s'] * 1e3:7.1f} ms ({b['prompt_tokens']} tok), ratio {b['ttft_s'] / a['ttft_s']:.2f}x")
+    print(f"TTFT {name:5} ({w['tiles']:2} tiles):" + (f" lmdeploy {ms(a['ttft_s'])} (client {ms(a['client_s'])}, "
+          f"request {ms(a['request_s'])}, {a['prompt_tokens']} tok)" if a else "")
+          + (f" | transformers {ms(b['ttft_s'])} ({b['prompt_tokens']} tok)" if b else ""))
+if "multi_client_original" in lmd.get("ttft", {}):
+    o = lmd["ttft"]["multi_client_original"]
+    print(f"TTFT multi, lmdeploy, files sent as they are (before): {ms(o['ttft_s'])} (client {ms(o['client_s'])}, "
+          f"{o['sent_bytes']} B vs {lmd['ttft']['multi']['sent_bytes']} B now)")
+if "multi_resent" in hf.get("ttft", {}):
+    print(f"TTFT multi, transformers, images resent (tiles cached): {ms(hf['ttft']['multi_resent']['ttft_s'])}")
+print(f"goals: lmdeploy multi <= {goals.get('lmdeploy_multi_ttft_s')} s, transformers multi <= "
+      f"{goals.get('transformers_multi_ttft_s')} s, decode >= {goals.get('lmdeploy_decode_share_of_bound')} of the bound")
 print("cpu:", d.get("cpu"))
+if "client" in lmd:
+    print("lmdeploy client, multi, per image:", json.dumps(lmd["client"]))
+if "multi_cpu_image_handling" in lmd:
+    print("lmdeploy's own image handling of multi, alone on the CPU:", json.dumps(lmd["multi_cpu_image_handling"]))
 for name, b in hf.get("breakdown", {}).items():
     print(f"transformers {name}:", json.dumps(b))
-if "multi_cpu_image_handling" in lmd:
-    print("lmdeploy multi, image handling alone on the CPU:", json.dumps(lmd["multi_cpu_image_handling"]))
+bound = d.get("decode_bound_tok_s")
+rows = [("vlhub defaults " + json.dumps(lmd.get("defaults")), lmd.get("decode"), lmd.get("engine"))] if lmd else []
+rows += [(f"{k} {v.get('args')}", v.get("decode"), v.get("engine") or v.get("error"))
+         for k, v in lmd.get("variants", {}).items()]
+for label, dec, engine in rows:
+    if dec:
+        print(f"DECODE lmdeploy {label}: {dec['decode_tok_s']:.0f} tok/s"
+              + (f" = {dec['decode_tok_s'] / bound:.0%} of the bound {bound:.0f} tok/s" if bound else "") + f" ({engine})")
+    else:
+        print(f"DECODE lmdeploy {label}: not measured ({engine})")
+if hf.get("decode"):
+    print(f"DECODE transformers: {hf['decode']['decode_tok_s']:.0f} tok/s")
 EOF
 fi
-for f in "$W"/speed-chat.json "$W"/speed-train.json; do
+if [ -f "$W/speed-eval.json" ]; then
+    "$LAUNCHER/bin/python" - "$W/speed-eval.json" <<'EOF'
+import json, sys
+d = json.load(open(sys.argv[1]))
+a, b = d["one_at_a_time"], d["batched"]
+print(f"EVAL lmdeploy ({d['engine']}), {d['items']} items: one at a time {a['items_per_s']:.2f} items/s, "
+      f"batched ({b['concurrency']} at once) {b['items_per_s']:.2f} items/s = {b['items_per_s'] / a['items_per_s']:.2f}x")
+EOF
+fi
+for f in "$W"/speed-chat.json "$W"/speed-train.json "$W"/speed-eval.json; do
     [ -f "$f" ] && "$LAUNCHER/bin/python" -c "import json,sys; d=json.load(open(sys.argv[1])); print(sys.argv[1].split('/')[-1], json.dumps(d.get('ratios')))" "$f"
 done
 true

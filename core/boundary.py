@@ -17,11 +17,13 @@ import errno
 import os
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 from .errors import BadInput, VlhubError
 from .home import home_path
+from .secrets import redact
 
 _current: contextvars.ContextVar[str] = contextvars.ContextVar("vlhub_working_on", default="")
 
@@ -114,6 +116,70 @@ def _url_of(exc: BaseException) -> str:
     return f"{found.group(1)}:{found.group(2)}" if found else ""
 
 
+@dataclass(frozen=True)
+class HttpAnswer:
+    """An HTTP error answer an exception carries: status code, the URL asked and the server's words."""
+
+    status: int
+    url: str
+    detail: str
+
+
+def http_answer(exc: BaseException) -> HttpAnswer | None:
+    """The HTTP error answer behind ``exc`` (its ``__cause__``/``__context__`` chain included), else ``None``.
+
+    Reads what the clients put on their exceptions: ``exc.response.status_code`` (requests,
+    httpx, huggingface_hub's ``HfHubHTTPError`` and its subclasses) or ``exc.status_code``
+    (the ModelScope SDK's ``APIError`` family). ``detail`` is the server's own message
+    (``HfHubHTTPError.server_message``, ``APIError.message``) or the exception's first line,
+    one line of at most 200 characters, redacted.
+    """
+    chain: list[BaseException] = []
+    while exc is not None and len(chain) < 6 and exc not in chain:
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    for item in chain:
+        status = getattr(getattr(item, "response", None), "status_code", None)
+        if not isinstance(status, int):
+            status = getattr(item, "status_code", None)
+        if isinstance(status, int) and 400 <= status < 600:
+            words = getattr(item, "server_message", None) or getattr(item, "message", None) or str(item)
+            detail = redact(" ".join(str(words).strip().splitlines()[0].split()) if str(words).strip() else "")
+            return HttpAnswer(status, redact(_url_of(item)), detail[:200] or f"HTTP {status}")
+    return None
+
+
+def _http_kind(status: int) -> tuple[str, int]:
+    """HTTP status -> (kind of answer, exit code): 2 when the request or its credentials are at fault, 1 when
+    the server failed or asks to come back later (the status classes of RFC 9110, section 15)."""
+    if status == 401:
+        return "unauthorized", 2
+    if status == 403:
+        return "forbidden", 2
+    if status in (404, 410):
+        return "not_found", 2
+    if status in (408, 409, 412, 423, 425, 429):
+        return "busy", 1
+    return ("refused", 2) if status < 500 else ("server", 1)
+
+
+def http_error(exc: BaseException) -> VlhubError | None:
+    """The one-line error for an HTTP error answer of any SDK or client (:func:`http_answer`), else ``None``.
+
+    401, 403, 404 and other refusals of the request are :class:`BadInput` (exit 2: a token, a
+    name or an argument is wrong); 408/409/412/423/425/429 and 5xx are :class:`VlhubError`
+    (exit 1: the server failed or is busy, retry). The message names the URL, the status and
+    the server's message, never the exception's class. Publishers word the same answers with
+    the repository and token they concern (:func:`vlhub.core.publishing.access.hub_errors`).
+    """
+    answer = http_answer(exc)
+    if answer is None:
+        return None
+    kind, code = _http_kind(answer.status)
+    return (BadInput if code == 2 else VlhubError)(f"http.{kind}", place=answer.url or _current.get() or "the server",
+                                                   status=answer.status, detail=answer.detail)
+
+
 #: Errors that mean vlhub's own state folder cannot be written.
 _HOME_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT})
 
@@ -143,6 +209,9 @@ def user_error(exc: BaseException) -> VlhubError:
     network = network_error(exc)
     if network is not None:
         return network
+    http = http_error(exc)  # before OSError: huggingface_hub's HTTP errors are OSErrors too
+    if http is not None:
+        return http
     if isinstance(exc, UnicodeEncodeError) and exc.encoding == "utf-8" and "surrogate" in exc.reason:
         name = repr(exc.object[max(0, exc.start - 40):exc.end + 40])
         return BadInput("text.not_utf8_name", place=_current.get() or "the folder", name=name)

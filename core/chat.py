@@ -6,6 +6,13 @@ again (:meth:`Conversation.regenerate`) and exports the conversation. :class:`Co
 conversations the same question (base vs fine-tuned); :func:`examples` offers prompts from a prepared
 dataset. Accuracy on a validation split is :mod:`vlhub.core.eval`'s.
 
+Each answer records the engine that served it (:class:`Answer`'s ``engine``: what the session reports as
+its ``engine``, e.g. LMDeploy's ``turbomind`` or ``pytorch``, or ``transformers``); the export carries it
+(:meth:`Conversation.public`: ``engine`` at the top and on each answer; Markdown: in the title line).
+Sessions may also offer ``prepare(images)`` (start encoding or tiling images attached before their
+question is asked: :meth:`Conversation.prepare`) and ``concurrency`` (how many replies they serve at
+once: :mod:`vlhub.core.eval` sends that many items together).
+
 **Models the launcher keeps loaded** (:func:`load`, :class:`Loaded`). The Chat page cannot know when
 its browser tab is closed, so every model it loads is *leased*: the page renews the lease while it is
 open (:meth:`Loaded.renew`, every :func:`renew_every` seconds), and a model whose lease is not renewed for
@@ -96,6 +103,22 @@ def base_model_of(folder: str | Path) -> str:
         return ""
 
 
+@dataclass
+class Answer(Turn):
+    """An ``assistant`` turn with the ``engine`` that served it (``""``: the backend does not say, e.g. an
+    endpoint)."""
+
+    engine: str = ""
+
+
+def _turn_data(turn: Turn) -> dict[str, Any]:
+    """A turn as JSON-ready data; an answer's ``engine`` only when known."""
+    data = to_dict(turn)
+    if not data.get("engine"):
+        data.pop("engine", None)
+    return data
+
+
 class Conversation:
     """One model on one backend, with the history of the conversation.
 
@@ -122,15 +145,50 @@ class Conversation:
             raise MissingDependency(f"the {self.backend} chat backend cannot run here: {reason}")
         self.session = impl.open(model, dict(options or {}))
 
+    @property
+    def engine(self) -> str:
+        """The engine serving the answers, as the session reports it (its ``engine``: LMDeploy's ``turbomind``
+        or ``pytorch``, ``transformers``); ``""`` when the backend does not say."""
+        return str(getattr(self.session, "engine", "") or "")
+
+    def _system(self) -> list[Turn]:
+        return [Turn("system", self.system)] if self.system.strip() else []
+
+    def prepare(self, images: Sequence[str | Path]) -> list[Path]:
+        """Check images attached for the next turn and, when the session offers ``prepare``, let it start
+        encoding or tiling them in the background (an interactive chat overlaps that with typing).
+
+        Returns:
+            The resolved paths, for :meth:`ask`.
+        Raises:
+            BadInput: an image is missing or unreadable (:func:`check_image`).
+        """
+        checked = [check_image(p) for p in images]
+        start = getattr(self.session, "prepare", None)
+        if checked and callable(start):
+            start(checked)
+        return checked
+
     def ask(self, text: str, images: Sequence[str | Path] = ()) -> Iterator[str]:
-        """Send a user turn and stream the answer; both join the history once the answer is complete."""
+        """Send a user turn and stream the answer; both join the history once the answer is complete (the
+        answer as an :class:`Answer` naming the engine)."""
         turn = Turn("user", text, [check_image(p) for p in images])
-        system = [Turn("system", self.system)] if self.system.strip() else []
         chunks: list[str] = []
-        for chunk in self.session.reply([*system, *self.history, turn], self.settings):
+        for chunk in self.session.reply([*self._system(), *self.history, turn], self.settings):
             chunks.append(chunk)
             yield chunk
-        self.history += [turn, Turn("assistant", "".join(chunks).strip())]
+        self.history += [turn, Answer("assistant", "".join(chunks).strip(), engine=self.engine)]
+
+    def reply_once(self, text: str, images: Sequence[str | Path] = ()) -> str:
+        """The answer to one question asked alone (the system prompt and this turn, no history), recorded
+        nowhere: what an evaluation asks. Safe from several threads at once when the session's
+        ``concurrency`` is above 1.
+
+        Raises:
+            BadInput: an image is missing or unreadable. VlhubError: the backend failed.
+        """
+        turn = Turn("user", text, [check_image(p) for p in images])
+        return "".join(self.session.reply([*self._system(), turn], self.settings)).strip()
 
     def last_question(self) -> int | None:
         """The index in ``history`` of the last user turn (``None``: nothing asked yet)."""
@@ -175,15 +233,22 @@ class Conversation:
         self.close()
 
     def public(self) -> dict[str, Any]:
-        """The conversation as JSON-ready data: backend, model, settings, the system prompt (when set) and turns."""
-        data = {"backend": self.backend, "model": self.model, "settings": to_dict(self.settings)}
+        """The conversation as JSON-ready data: ``backend``, ``model``, ``engine`` (when the backend says),
+        ``settings``, ``system`` (when set) and ``turns`` (``role``, ``text``, ``images``; answers also
+        ``engine`` when known)."""
+        data: dict[str, Any] = {"backend": self.backend, "model": self.model}
+        if self.engine:
+            data["engine"] = self.engine
+        data["settings"] = to_dict(self.settings)
         if self.system.strip():
             data["system"] = self.system
-        return {**data, "turns": [to_dict(t) for t in self.history]}
+        return {**data, "turns": [_turn_data(t) for t in self.history]}
 
     def to_markdown(self, title: str = "") -> str:
-        """The conversation as Markdown (images as links to their files)."""
-        lines = [f"# {title or self.model} ({self.backend})", ""]
+        """The conversation as Markdown (images as links to their files; the title line names the backend and,
+        when known, ``engine: NAME``)."""
+        served = f"{self.backend}, engine: {self.engine}" if self.engine else self.backend
+        lines = [f"# {title or self.model} ({served})", ""]
         if self.system.strip():
             lines += ["**system**:", "", self.system, ""]
         for turn in self.history:
@@ -437,6 +502,21 @@ class SharedSession:
                     renewed = time.monotonic()
                 yield chunk
             loaded.renew()
+
+    @property
+    def engine(self) -> str:
+        """The loaded session's ``engine`` (``""`` when it does not say or is gone)."""
+        return str(getattr(self.loaded.session, "engine", "") or "")
+
+    def prepare(self, images: Sequence[Path]) -> None:
+        """The loaded session's ``prepare``, unless another conversation's answer is being generated (the
+        images are then prepared with their question)."""
+        start = getattr(self.loaded.session, "prepare", None)
+        if callable(start) and self.loaded._replying.acquire(blocking=False):
+            try:
+                start(images)
+            finally:
+                self.loaded._replying.release()
 
     def close(self) -> None:
         """Unload the model (for every conversation on it)."""

@@ -1,5 +1,9 @@
 """Conversion and chat templates: the functions ``vlhub convert`` / ``vlhub templates`` and the Convert page call.
 
+A run id converts the run's best checkpoint when its validation marked one (``best_checkpoint.json``,
+:mod:`vlhub.core.train_metrics`), else its last; ``checkpoint`` (``--checkpoint last`` or an iteration)
+overrides, and the provenance records which one was taken and why.
+
 Converters (:class:`vlhub.core.types.Converter`) and chat templates
 (:class:`vlhub.core.types.ChatTemplate`) are found only through the plugin manager, built-in or
 third-party alike. Without ``--converter``, the first registered converter whose ``accepts(source)``
@@ -12,8 +16,9 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
-from . import plugins
+from . import plugins, provenance, train, train_metrics
 from .errors import BadInput
+from .runs import load_run
 from .types import ChatTemplate, Converted, Converter, ProgressCallback
 
 #: The fields of a chat template as JSON-ready data, when the template has no ``public()`` of its own.
@@ -54,13 +59,48 @@ def pick_converter(source: str | Path, name: str | None = None) -> Converter:
                    "this model type")
 
 
-def convert(source: str | Path, out: str | Path, *, config: str | Path | None = None, converter: str | None = None,
-            template: str | None = None, force: bool = False, verify: bool = True, image: str | Path | None = None,
-            progress: ProgressCallback | None = None) -> Converted:
-    """Convert a training run's last checkpoint, or a checkpoint, into the model folder ``out``.
+def run_checkpoint(source: str | Path, choice: str | int | None = None,
+                   flag: str = "--checkpoint") -> tuple[str | Path, dict[str, Any]]:
+    """What a conversion of ``source`` starts from: for a training run id, the checkpoint ``choice`` names
+    (:func:`vlhub.core.train_metrics.choose_checkpoint`: by default the best one the run marked, else the last);
+    anything else is returned as it is.
 
     Args:
-        source: a run id (its last complete checkpoint) or a checkpoint path.
+        source: a run id or a checkpoint path.
+        choice: ``best``, ``last``, an iteration (``40``, ``iter_40``), or ``None`` (the default).
+        flag: the flag named in messages.
+    Returns:
+        ``(source, why)``: the checkpoint path (or ``source`` itself: a path, or a run whose last checkpoint the
+        converter finds), and ``why`` (``{"chosen": "best" | "last" | "iter", ...}``; ``{}`` for a path).
+    Raises:
+        BadInput: ``choice`` is not a checkpoint choice; it names no complete checkpoint of the run; it is given
+            with a checkpoint path.
+    """
+    wanted = train_metrics.parse_choice(choice, flag) if choice not in (None, "") else None
+    run = None
+    path = Path(source).expanduser()
+    if not path.exists() and "/" not in str(source):
+        try:
+            run = load_run(str(source))
+        except BadInput:
+            run = None
+    if run is None or run.kind != train.KIND:
+        if wanted is not None:
+            raise BadInput("convert.checkpoint_needs_run", flag=flag, value=str(choice), source=str(source))
+        return source, {}
+    complete = [(c.step, Path(c.path)) for c in train.checkpoints(run.id) if c.complete]
+    chosen, why = train_metrics.choose_checkpoint(run.id, run.dir, complete, wanted, flag)
+    return (chosen if chosen is not None else source), why
+
+
+def convert(source: str | Path, out: str | Path, *, config: str | Path | None = None, converter: str | None = None,
+            template: str | None = None, force: bool = False, verify: bool = True, image: str | Path | None = None,
+            progress: ProgressCallback | None = None, checkpoint: str | int | None = None) -> Converted:
+    """Convert a training run's checkpoint, or a checkpoint, into the model folder ``out``.
+
+    Args:
+        source: a run id (by default its best checkpoint by the run's validation metric when it marked one,
+            else its last complete one: :func:`run_checkpoint`) or a checkpoint path.
         out: the folder to create (built beside it and renamed into place once complete).
         config: the training config (default: the converter finds it: the run's, or the one beside).
         converter: a converter's name (default: :func:`pick_converter`).
@@ -69,16 +109,25 @@ def convert(source: str | Path, out: str | Path, *, config: str | Path | None = 
         verify: load the result, chat once and check the merged weights.
         image: the image of the verification chat turn.
         progress: receives the converter's progress events.
+        checkpoint: which checkpoint of a run (``--checkpoint``): ``best``, ``last`` or an iteration; the
+            provenance's ``checkpoint`` records the choice (``chosen``, and for the best ``metric``, ``value``,
+            ``iter``).
     Returns:
         The converted folder, its source, its provenance file and the verification report.
     Raises:
-        BadInput: a bad source, output folder, config or template. VlhubError: the conversion or the
-            verification failed (nothing is left at ``out``). MissingDependency: no train environment.
+        BadInput: a bad source, checkpoint choice, output folder, config or template. VlhubError: the
+            conversion or the verification failed (nothing is left at ``out``). MissingDependency: no train
+            environment.
     """
+    source, why = run_checkpoint(source, checkpoint)
     chosen = pick_converter(source, converter)
     options: dict[str, Any] = {"config": str(config) if config else None, "template": template, "force": force,
                                "verify": verify, "image": str(image) if image else None}
-    return chosen.convert(Path(source), Path(out), options, progress)
+    result = chosen.convert(Path(source), Path(out), options, progress)
+    if why:
+        recorded = provenance.read(result.out).checkpoint
+        provenance.update(result.out, {"checkpoint": {**recorded, **why}})
+    return result
 
 
 # ------------------------------------------------------------------ chat templates

@@ -39,10 +39,12 @@ def datasets() -> list[dict[str, Any]]:
     """Every registered dataset plugin, by name.
 
     Returns:
-        ``[{"name": str, "description": str, "options": [Option.public() dicts], "download": bool
-        (whether ``vlhub data download`` can fetch it)}]``.
+        ``[{"name": str, "description": str, "descriptions": {language: str} (the plugin's optional
+        ``descriptions``), "options": [Option.public() dicts], "download": bool (whether
+        ``vlhub data download`` can fetch it)}]``.
     """
-    return [{"name": name, "description": ds.description, "options": [o.public() for o in ds.options],
+    return [{"name": name, "description": ds.description, "descriptions": dict(getattr(ds, "descriptions", None) or {}),
+             "options": [o.public() for o in ds.options],
              "download": callable(getattr(ds, "download", None))}
             for name, ds in sorted(plugins.registry("datasets").items())]
 
@@ -90,7 +92,7 @@ def prepare(name: str, source: Path, out: Path, options: Mapping[str, Any] | Non
     dataset = plugins.get("datasets", name)
     source = Path(source).expanduser()
     if not source.exists():
-        raise BadInput(f"source {source} does not exist", "check the --source path")
+        raise BadInput("data.source_missing", path=source, flag="--source")
     check_out(source, Path(out).expanduser(), force)
     given = {**(options or {}), "strict": strict, "force": force}
     if min_kept is not None:

@@ -56,8 +56,7 @@ class VlhubError(Exception):
             message, hint = messages.render(self.key, lang, params)
         else:
             message, hint = self.message, self.hint
-            for flag, label in sorted(labels.items(), key=lambda kv: -len(kv[0])):
-                message, hint = message.replace(flag, label), hint.replace(flag, label)
+        message, hint = messages.relabel(message, labels), messages.relabel(hint, labels)  # flags named in the text
         return _join(self.where, message, hint, "解决办法" if lang == "zh" else "Fix")
 
 

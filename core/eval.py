@@ -48,8 +48,9 @@ Which task an evaluation is depends on the data (:func:`load_set`):
      "chrf": {"signature": str} (open-ended only: sacrebleu's signature of the chrF settings)}
 
 ``run.json`` holds a summary as its ``result`` (the same without the items and per-category
-numbers) and ``eval_json``, the file's path. A failed evaluation records ``failed``, the error and
-the finished models' summaries, and writes no ``eval.json``.
+numbers), ``eval_json``, the file's path, and ``throughput``: per model ``{"model", "items",
+"seconds", "items_per_s", "concurrency"}`` (items asked at once: :func:`concurrency`). A failed
+evaluation records ``failed``, the error and the finished models' summaries, and writes no ``eval.json``.
 
 Categories: FoodieQA's ``val_mc.json`` items carry ``categories`` (``food_type``, ``main_region``)
 since the prepared-folder change that added them (:mod:`vlhub.core.prepared.format`); a folder
@@ -61,7 +62,9 @@ from __future__ import annotations
 import math
 import os
 import re
+import time
 import unicodedata
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from statistics import NormalDist
 from typing import Any, Callable, Mapping, Sequence
@@ -260,12 +263,45 @@ def load_mc(data: str | Path) -> list[dict[str, Any]]:
 
 
 # ------------------------------------------------------------------ one model
-def evaluate(convo: Conversation, items: Sequence[Mapping[str, Any]],
-             progress: ProgressCallback | None = None) -> dict[str, Any]:
-    """One model on items of :func:`load_set` (greedy, a fresh history per item).
+def concurrency(convo: Conversation) -> int:
+    """How many items :func:`evaluate` asks ``convo`` at once by default: its session's ``concurrency``
+    (LMDeploy's ``max_batch_size``, the openai backend's ``concurrency`` option), else 1."""
+    try:
+        return max(1, int(getattr(convo.session, "concurrency", 1) or 1))
+    except (TypeError, ValueError):
+        return 1
 
-    The task is the items' (``choices``: multiple-choice, else open-ended). The conversation's own
-    history and settings are put back afterwards.
+
+def _replies(convo: Conversation, prompts: Sequence[tuple[str, list[str]]], width: int,
+             done: Callable[[int], None]) -> list[str]:
+    """Each ``(text, images)`` asked alone (:meth:`Conversation.reply_once`), ``width`` at a time on threads,
+    in the prompts' order; ``done(count)`` after each answer (in this thread)."""
+    if width == 1:
+        out = []
+        for text, images in prompts:
+            out.append(convo.reply_once(text, images))
+            done(len(out))
+        return out
+    answers = [""] * len(prompts)
+    pool = ThreadPoolExecutor(max_workers=width, thread_name_prefix="vlhub-eval")
+    try:
+        futures = {pool.submit(convo.reply_once, text, images): n for n, (text, images) in enumerate(prompts)}
+        for count, future in enumerate(as_completed(futures), 1):
+            answers[futures[future]] = future.result()
+            done(count)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # after a failure: nothing new starts, started answers end
+    return answers
+
+
+def evaluate(convo: Conversation, items: Sequence[Mapping[str, Any]],
+             progress: ProgressCallback | None = None, width: int | None = None) -> dict[str, Any]:
+    """One model on items of :func:`load_set` (greedy, each item asked alone: no history).
+
+    The task is the items' (``choices``: multiple-choice, else open-ended). ``width`` items are asked at
+    once (default :func:`concurrency`: a server that batches, LMDeploy's, answers them together; 1 asks
+    one at a time); the rows keep the items' order. The conversation's history is not touched and its
+    settings are put back afterwards.
 
     Returns:
         One entry of ``eval.json``'s ``results`` (the module's docstring).
@@ -275,31 +311,36 @@ def evaluate(convo: Conversation, items: Sequence[Mapping[str, Any]],
     """
     task = MC if items and "choices" in items[0] else OPEN
     chrf = _chrf() if task == OPEN else None
-    saved = convo.history, convo.settings
+    width = max(1, int(width or concurrency(convo)))
+    saved = convo.settings
     convo.settings = GenerationSettings(temperature=0.0, top_p=1.0, max_new_tokens=MAX_NEW_TOKENS[task])
-    rows = []
+    prompts = [(plain_prompt(item.get("prompt") or (mc_prompt(item["question"], item["choices"]) if task == MC
+                                                    else item["question"])), list(item.get("images") or []))
+               for item in items]
+    label = f"eval {Path(convo.model).name or convo.model}"
+
+    def done(count: int) -> None:
+        if progress:
+            progress(Progress(label, count, len(items), "items"))
+
     try:
-        for n, item in enumerate(items):
-            convo.clear()
-            prompt = item.get("prompt") or (mc_prompt(item["question"], item["choices"]) if task == MC
-                                             else item["question"])
-            reply = convo.answer(plain_prompt(prompt), item.get("images") or [])
-            row: dict[str, Any] = {"index": item.get("index", n), "id": str(item.get("id", n)),
-                                   "question": item["question"]}
-            if task == MC:
-                picked = parse_choice(reply, item["choices"])
-                row |= {"choices": list(item["choices"]), "answer": int(item["answer"]), "reply": reply,
-                        "picked": picked, "correct": picked == int(item["answer"])}
-            else:
-                row |= {"reference": item["reference"], "reply": reply,
-                        "correct": exact_match(reply, item["reference"]),
-                        "chrf": chrf.sentence_score(reply, [item["reference"]]).score}
-            row |= {k: v for k, v in (item.get("categories") or {}).items() if k not in RESERVED}
-            rows.append(row)
-            if progress:
-                progress(Progress(f"eval {Path(convo.model).name or convo.model}", n + 1, len(items), "items"))
+        replies = _replies(convo, prompts, width, done)
     finally:
-        convo.history, convo.settings = saved
+        convo.settings = saved
+    rows = []
+    for n, (item, reply) in enumerate(zip(items, replies)):
+        row: dict[str, Any] = {"index": item.get("index", n), "id": str(item.get("id", n)),
+                               "question": item["question"]}
+        if task == MC:
+            picked = parse_choice(reply, item["choices"])
+            row |= {"choices": list(item["choices"]), "answer": int(item["answer"]), "reply": reply,
+                    "picked": picked, "correct": picked == int(item["answer"])}
+        else:
+            row |= {"reference": item["reference"], "reply": reply,
+                    "correct": exact_match(reply, item["reference"]),
+                    "chrf": chrf.sentence_score(reply, [item["reference"]]).score}
+        row |= {k: v for k, v in (item.get("categories") or {}).items() if k not in RESERVED}
+        rows.append(row)
     result = {"model": convo.model, "backend": convo.backend, **_score(rows)}
     result["total"] = result["n"]
     if task == MC:
@@ -372,13 +413,23 @@ def evaluate_models(sides: Sequence[Conversation | Callable[[], Conversation]], 
     # this process works for the run: it is `running` while this process lives (and provably is this one)
     run.update(status="running", **process_record(os.getpid(), "pid"))
     results: list[dict[str, Any]] = []
+    throughput: list[dict[str, Any]] = []
+
+    def timed(convo: Conversation) -> dict[str, Any]:
+        width, started = concurrency(convo), time.monotonic()
+        result = evaluate(convo, items, progress, width)
+        seconds = time.monotonic() - started
+        throughput.append({"model": convo.model, "items": len(items), "seconds": round(seconds, 3),
+                           "items_per_s": len(items) / seconds if seconds > 0 else None, "concurrency": width})
+        return result
+
     try:
         for side in sides:
             if isinstance(side, Conversation):
-                results.append(evaluate(side, items, progress))
+                results.append(timed(side))
                 continue
             with side() as convo:
-                results.append(evaluate(convo, items, progress))
+                results.append(timed(convo))
         report: dict[str, Any] = {
             "format": FORMAT, "run_id": run.id, "data": resolved, "file": str(found["file"]),
             "dataset": found["dataset"], "task": found["task"], "limit": limit, "n": len(items),
@@ -392,11 +443,11 @@ def evaluate_models(sides: Sequence[Conversation | Callable[[], Conversation]], 
     except BaseException as exc:  # a stopped page script too: the run never stays `running`
         error = user_error(exc) if isinstance(exc, Exception) else None
         run.update(status="failed", error=error.one_line() if error else f"interrupted ({type(exc).__name__})",
-                   results=[_summary(r) for r in results])
+                   results=[_summary(r) for r in results], throughput=throughput)
         raise
     summary = {k: v for k, v in report.items() if k != "results"}
     summary["results"] = [_summary(r) for r in results]
-    run.update(status="done", eval_json=str(run.path(EVAL_FILE)), result=summary)
+    run.update(status="done", eval_json=str(run.path(EVAL_FILE)), result=summary, throughput=throughput)
     return report
 
 

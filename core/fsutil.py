@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 import time
 from pathlib import Path
@@ -78,10 +79,12 @@ def read_json(path: Path, default: Any = None, *, expect: type | None = None) ->
 
     Raises:
         BadInput: the file is not UTF-8 JSON, or not of type ``expect`` (exit 2; the message
-            names the file and the fix), or cannot be read (a folder, no permission).
+            names the file and the fix), or cannot be read (a folder, a pipe or device, no permission).
     """
     path = Path(path)
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO or device would block the read forever
+            raise BadInput("state.unreadable", path=str(path), reason="not a regular file")
         value = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return default

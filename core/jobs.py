@@ -1,6 +1,6 @@
 """Background jobs: one core call in a detached process, recorded as a run of :mod:`vlhub.core.runs`.
 
-The launcher's pages start long work here (prepare a dataset, convert, publish, create an
+The launcher's pages start long work here (prepare a dataset, convert, check a model folder, publish, create an
 environment, plan/stop/resume a training run) so that a closed tab or a restarted launcher
 never stops it, and ``vlhub runs`` lists it next to the training runs. A job is a run whose
 ``kind`` is the action (:data:`ACTIONS`); its ``run.json`` holds:
@@ -57,6 +57,13 @@ def _publish(a: dict[str, Any], progress: ProgressCallback, run: Run) -> Any:
                            progress=progress, run=None if a["dry_run"] else run).public()
 
 
+def _check(a: dict[str, Any], progress: ProgressCallback, run: Run) -> Any:
+    from . import serve_check
+
+    return serve_check.check(Path(a["folder"]), a.get("backend") or "transformers",
+                             int(a.get("max_new_tokens") or serve_check.DEFAULT_MAX_NEW_TOKENS)).public()
+
+
 def _convert(a: dict[str, Any], progress: ProgressCallback, run: Run) -> Any:
     from . import convert
 
@@ -76,7 +83,9 @@ def _train_plan(a: dict[str, Any], progress: ProgressCallback, run: Run) -> Any:
     run, plan = train.plan(Path(a["model"]), Path(a["data"]), a["options"], a["trainer"])
     if a["launch"]:
         run = train.launch(plan)  # a refused start removes the planned run (no ghost run); the job's error says why
-    return {"run_id": run.id, "status": run.status, "plan": to_dict(plan)}
+    # the plan's warnings as English text, and their catalog keys for the page's language
+    return {"run_id": run.id, "status": run.status, "plan": to_dict(plan),
+            "warning_details": messages.details(plan.warnings)}
 
 
 def _train_stop(a: dict[str, Any], progress: ProgressCallback, run: Run) -> Any:
@@ -93,7 +102,7 @@ def _train_resume(a: dict[str, Any], progress: ProgressCallback, run: Run) -> An
 
 
 #: action (= the job run's kind) -> the call it makes (the functions of `vlhub data prepare`, `publish`, ...)
-ACTIONS: dict[str, Call] = {"data.prepare": _prepare, "publish": _publish, "convert": _convert,
+ACTIONS: dict[str, Call] = {"data.prepare": _prepare, "publish": _publish, "check": _check, "convert": _convert,
                             "env.create": _env_create, "train.plan": _train_plan, "train.stop": _train_stop,
                             "train.resume": _train_resume}
 
@@ -112,6 +121,7 @@ def _publish_key(a: dict[str, Any]) -> str:
 KEYS: dict[str, Callable[[dict[str, Any]], str]] = {
     "data.prepare": _path_key("out"),
     "publish": lambda a: ("dry-run\n" if a.get("dry_run") else "") + _publish_key(a),
+    "check": lambda a: json.dumps([_path_key("folder")(a), a.get("backend"), a.get("max_new_tokens")]),
     "convert": _path_key("out"),
     "env.create": lambda a: str(a.get("name")),
     "train.plan": lambda a: json.dumps([_path_key("model", "data")(a), a.get("trainer"), a.get("options"),

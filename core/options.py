@@ -23,7 +23,7 @@ VALUE`` and form fields) and the fix.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Sequence
 
 from .errors import BadInput
@@ -38,7 +38,9 @@ class Option:
 
     ``label`` is the form field's title (default: ``name`` with spaces), ``labels`` its
     translations by language code (e.g. ``{"zh": "验证集比例"}``); ``help`` is the one-line
-    explanation shown beside the flag and the field.
+    explanation shown beside the flag and the field, ``helps`` its translations; ``choice_labels``
+    names the ``choices`` by language (e.g. ``{"zh": {"full": "全量微调"}}``; the value itself is what
+    the CLI takes). The launcher shows a text without a translation in English, marked as such.
     """
 
     name: str
@@ -49,17 +51,54 @@ class Option:
     required: bool = False
     label: str = ""
     labels: Mapping[str, str] = field(default_factory=dict, hash=False)
+    helps: Mapping[str, str] = field(default_factory=dict, hash=False)
+    choice_labels: Mapping[str, Mapping[str, str]] = field(default_factory=dict, hash=False)
 
     def public(self) -> dict[str, Any]:
         """The option as JSON-ready data (``vlhub data list --json``, the pages' form fields).
 
         Returns:
             ``{"name", "help", "type" (the type's name: "str", "int", "float", "bool", "list"),
-            "default", "choices" (list), "required", "label", "labels" (language -> text)}``.
+            "default", "choices" (list), "required", "label", "labels" (language -> text),
+            "helps" (language -> text), "choice_labels" (language -> {choice: text})}``.
         """
         return {"name": self.name, "help": self.help, "type": self.type.__name__,
                 "default": self.default, "choices": list(self.choices), "required": self.required,
-                "label": self.label, "labels": dict(self.labels)}
+                "label": self.label, "labels": dict(self.labels), "helps": dict(self.helps),
+                "choice_labels": {lang: dict(names) for lang, names in self.choice_labels.items()}}
+
+
+def translated(options: Sequence[Option], lang: str,
+               texts: Mapping[str, tuple[str, str] | tuple[str, str, Mapping[str, str]]]) -> tuple[Option, ...]:
+    """``options`` with their texts in ``lang`` added (how a plugin keeps its translations in one table).
+
+    Args:
+        options: the plugin's options.
+        lang: a language code, e.g. ``"zh"``.
+        texts: option name -> ``(label, help)`` or ``(label, help, {choice: text})`` in ``lang``.
+    Returns:
+        The options in the same order, each with ``labels[lang]``, ``helps[lang]`` (and
+        ``choice_labels[lang]``) set from ``texts``; options ``texts`` does not name are unchanged.
+    Raises:
+        ValueError: ``texts`` names an option that is not in ``options``, or a choice it does not have.
+    """
+    by_name = {o.name: o for o in options}
+    unknown = sorted(set(texts) - set(by_name))
+    if unknown:
+        raise ValueError(f"translations for options that do not exist: {', '.join(unknown)}")
+    out = []
+    for option in options:
+        if option.name not in texts:
+            out.append(option)
+            continue
+        label, help_, *rest = texts[option.name]
+        names = dict(rest[0]) if rest else {}
+        wrong = sorted(set(names) - set(option.choices))
+        if wrong:
+            raise ValueError(f"option {option.name}: translations for choices that do not exist: {', '.join(wrong)}")
+        out.append(replace(option, labels={**option.labels, lang: label}, helps={**option.helps, lang: help_},
+                           choice_labels={**option.choice_labels, **({lang: names} if names else {})}))
+    return tuple(out)
 
 
 def flag(name: str) -> str:

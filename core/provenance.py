@@ -18,7 +18,10 @@ field                        type         meaning
                                           (``OpenGVLab/InternVL2-2B``) or a local folder's absolute path
 ``run``                      obj | null   the vlhub training run: ``{"id": str, "dir": str}`` (run folder);
                                           ``null`` for a checkpoint converted without a run
-``checkpoint``               obj          ``{"path": str, "layout": "file" | "deepspeed", "step": int}``
+``checkpoint``               obj          ``{"path": str, "layout": "file" | "deepspeed", "step": int}``; for
+                                          a run converted by id also ``chosen`` (``"best"`` | ``"last"`` |
+                                          ``"iter"``) and, for the best, ``metric``, ``value``, ``iter``
+                                          (:func:`vlhub.core.convert.run_checkpoint`)
 ``config``                   str          the xtuner config file the checkpoint was trained with
 ``model_type``               str          the config's model class (``InternVL_V1_5``, ...)
 ``template``                 obj          the chat template: ``{"name", "xtuner_template",
@@ -37,7 +40,20 @@ field                        type         meaning
                                           the model card, each with an optional ``"image"`` (str): a
                                           file of the model folder, by its path relative to it (an
                                           image you supply; the card shows it only when it is sent)
+``serve_check``              obj          optional: the last ``vlhub check`` of the folder
+                                          (:mod:`vlhub.core.serve_check`, written by :func:`update`):
+                                          ``status`` (``"ok"`` | ``"failed"``), ``reason`` (one English
+                                          line), ``reason_key`` and ``params`` (the same reason, for the
+                                          pages' languages), ``backend``, ``date`` (ISO 8601 UTC, seconds),
+                                          ``tokens`` (int or null: tokens generated), ``max_new_tokens``,
+                                          ``stop`` (the stop token seen, ``""`` when the backend does not
+                                          name it), ``template`` (the catalog template, ``""`` when none
+                                          matched), ``question`` and ``answer``
 ============================ ============ =================================================================
+
+Fields other than ``files`` may change after the converter wrote the file: :func:`update` rewrites
+it atomically with some top-level fields replaced (the serve check), keeping every other field
+as it was.
 
 Reading is tolerant: a v0.1 file (no ``format_version``) reads as version 1 with the same
 fields; a field that is missing or of the wrong type (a hand-edited file) reads as its
@@ -56,6 +72,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from . import __version__
+from .errors import BadInput
 from .fsutil import atomic_write_json, read_json, timestamp
 from .types import Progress, ProgressCallback
 
@@ -106,6 +123,7 @@ class Provenance:
     datasets: list[str] = field(default_factory=list)
     license: str = ""
     samples: list[Sample] = field(default_factory=list)
+    serve_check: dict[str, Any] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -170,7 +188,7 @@ def from_dict(data: Mapping[str, Any]) -> Provenance:
         verified=_obj(data.get("verified")), files=files,
         datasets=[d for d in (data.get("datasets") if isinstance(data.get("datasets"), list) else [])
                   if isinstance(d, str) and d],
-        license=_text(data.get("license")), samples=samples, raw=data)
+        license=_text(data.get("license")), samples=samples, serve_check=_obj(data.get("serve_check")), raw=data)
 
 
 def read(folder: Path, path: Path | None = None) -> Provenance:
@@ -190,6 +208,34 @@ def read(folder: Path, path: Path | None = None) -> Provenance:
     """
     data = read_json(path or Path(folder) / PROVENANCE, None, expect=dict)
     return Provenance() if data is None else from_dict(data)
+
+
+def update(folder: Path, fields: Mapping[str, Any]) -> Path:
+    """Replace top-level fields of the folder's provenance file, keeping the others; atomic.
+
+    Args:
+        folder: the model folder.
+        fields: field -> its new JSON-ready value (e.g. ``{"serve_check": {...}}``); ``format``,
+            ``format_version`` and ``files`` cannot be replaced here (the converter's).
+
+    Returns:
+        The file written.
+
+    Raises:
+        BadInput: the folder has no provenance file (it was not written by ``vlhub convert``), or
+            the file is damaged (named, with the fix).
+        ValueError: ``fields`` names a field only the converter writes.
+    """
+    path = Path(folder) / PROVENANCE
+    data = read_json(path, None, expect=dict)
+    if data is None:
+        raise BadInput(f"{folder} has no {PROVENANCE}: it was not written by `vlhub convert`",
+                       "convert the checkpoint with `vlhub convert` to get a folder vlhub can record results in")
+    fixed = {"format", "format_version", "files"} & set(fields)
+    if fixed:
+        raise ValueError(f"{', '.join(sorted(fixed))} of {PROVENANCE} are written by the converter only")
+    atomic_write_json(path, {**data, **fields})
+    return path
 
 
 def sha256(path: Path, progress: ProgressCallback | None = None, done: int = 0, total: int | None = None) -> str:

@@ -16,30 +16,37 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from . import plugins, runs
+from . import plugins, runs, serve_check
 from .boundary import user_error
-from .errors import BadInput
+from .errors import BadInput, VlhubError
 from .secrets import redact
 from .types import Preflight, Progress, ProgressCallback, Published, PublishPlan, to_dict
 
 
 @dataclass
 class TargetResult:
-    """One target's preflight, outcome (when sent) and error (one line, redacted)."""
+    """One target's preflight, outcome (when sent) and error (one line, redacted; ``failure`` is the error
+    itself, so that a page shows it in its language with its field labels)."""
 
     target: str
     preflight: Preflight | None = None
     published: Published | None = None
     error: str = ""
     exit_code: int = 0
+    failure: VlhubError | None = field(default=None, repr=False)
 
     @property
     def ok(self) -> bool:
         return not self.error
 
     def public(self) -> dict[str, Any]:
-        """JSON-ready: the target, ok, error, its preflight table and its result."""
+        """JSON-ready: the target, ok, error (and ``error_detail``, :func:`vlhub.core.jobs.error_detail`, when it
+        was raised as a :class:`VlhubError`), its preflight table and its result."""
         data: dict[str, Any] = {"target": redact(self.target), "ok": self.ok, "error": self.error}
+        if self.failure is not None:
+            from .jobs import error_detail
+
+            data["error_detail"] = error_detail(self.failure)
         if self.preflight is not None:
             pre = self.preflight.preflight() if isinstance(self.preflight, PublishPlan) else self.preflight
             data["preflight"] = {**to_dict(pre), "ok": pre.ok}
@@ -175,7 +182,7 @@ def publish(folder: Path, targets: list[str], options: Mapping[str, Any] | None 
         folder: the model folder.
         targets: ``NAME:TARGET`` specs.
         options: ``private``, ``via``, ``message``, ``require_keyword``, ``overwrite_card``,
-            ``follow_symlinks`` and the publishers' own options.
+            ``follow_symlinks``, ``skip_serve_check`` and the publishers' own options.
         dry_run: only preflight (uncached weights are hashed so the table is exact).
         progress: byte events per target.
         run: the run to record a real publish in (a launcher job's own run), instead of a new one.
@@ -183,9 +190,12 @@ def publish(folder: Path, targets: list[str], options: Mapping[str, Any] | None 
 
     Returns:
         Every target's preflight, result and one-line error; ``exit_code`` 0 only when all succeeded.
+        Each preflight's ``checks["serve_check"]`` is the folder's last serve check
+        (:func:`vlhub.core.serve_check.gate`: ``status`` ``ok``, ``failed`` or ``not checked``).
 
     Raises:
-        BadInput: no target, or ``folder`` is not a folder.
+        BadInput: no target, ``folder`` is not a folder, or the folder's last serve check failed and
+            ``skip_serve_check`` is not set (nothing is preflighted or sent).
     """
     folder = Path(folder).expanduser().resolve()
     options = {**(options or {}), "dry_run": dry_run}
@@ -193,6 +203,7 @@ def publish(folder: Path, targets: list[str], options: Mapping[str, Any] | None 
         raise BadInput("no target given", "add --to hf:ORG/NAME (or modelscope:, openxlab:, git:URL)")
     if not folder.is_dir():
         raise BadInput(f"{folder} is not a folder", "give the model folder written by `vlhub convert`")
+    serve = serve_check.gate(folder, bool(options.get("skip_serve_check")))  # before any run is claimed
     key = work_key(folder, targets)
     running = None if run is not None else runs.find_active("publish", key)  # a launcher job has claimed its work already
     if running is None and not dry_run and run is None:
@@ -208,6 +219,8 @@ def publish(folder: Path, targets: list[str], options: Mapping[str, Any] | None 
             progress = runs.ProgressRecorder(run, progress)
     for result in report.results:
         _guard(result, lambda r=result: setattr(r, "preflight", preflight(folder, r.target, options, progress)))
+        if result.preflight is not None:
+            result.preflight.checks["serve_check"] = serve
         if result.ok and result.preflight is not None and not result.preflight.ok:
             result.error = f"{result.target}: " + "; ".join(result.preflight.problems)
             result.exit_code = 2
@@ -265,3 +278,4 @@ def _guard(result: TargetResult, action: Any) -> None:
     except Exception as exc:  # one target's failure must not stop the others
         error = user_error(exc)
         result.error, result.exit_code = redact(f"{result.target}: {error.one_line()}"), error.exit_code
+        result.failure = error

@@ -78,6 +78,7 @@ class EnvStatus:
     missing: list[str] = field(default_factory=list)
     gpu: str | None = None
     fix: str = ""
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ready(self) -> bool:
@@ -85,9 +86,11 @@ class EnvStatus:
         return bool(self.python) and not self.missing
 
     def public(self) -> dict[str, Any]:
-        """JSON-ready: name, ready, python, adopted, versions, missing, gpu, fix."""
+        """JSON-ready: name, ready, python, adopted, versions, missing, gpu, fix, warnings (one line each,
+        with its fix; they do not make the environment not ready)."""
         return {"name": self.name, "ready": self.ready, "python": self.python, "adopted": self.adopted,
-                "versions": self.versions, "missing": self.missing, "gpu": self.gpu, "fix": self.fix}
+                "versions": self.versions, "missing": self.missing, "gpu": self.gpu, "fix": self.fix,
+                "warnings": self.warnings}
 
 
 def _extra_requirements(distribution: str, extra: str) -> list[str]:
@@ -183,12 +186,15 @@ def python_for(name: str) -> Path | None:
 _PROBE = """
 import json, sys
 from importlib.metadata import version, PackageNotFoundError
+from importlib.util import find_spec
 out = {}
 for n in sys.argv[1:]:
     try: out[n] = version(n)
     except PackageNotFoundError: out[n] = None
-print(json.dumps({"python": sys.version.split()[0], "versions": out}))
+print(json.dumps({"python": sys.version.split()[0], "versions": out, "prefix": sys.prefix,
+                  "torch": find_spec("torch") is not None}))
 """
+_PREFIX = "import sys; print(sys.prefix)"
 
 
 def _probe_versions(python: Path, packages: tuple[str, ...]) -> dict[str, Any]:
@@ -200,20 +206,97 @@ def _probe_versions(python: Path, packages: tuple[str, ...]) -> dict[str, Any]:
     return json.loads(proc.stdout)
 
 
-def gpu_summary() -> str | None:
-    """``nvidia-smi -L`` in one line, or None when no NVIDIA GPU is visible."""
+def _gpu_lines() -> list[str]:
+    """The lines of ``nvidia-smi -L`` (none without an NVIDIA driver)."""
     if not shutil.which("nvidia-smi"):
-        return None
+        return []
     try:
         out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10).stdout
     except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+def gpu_summary() -> str | None:
+    """``nvidia-smi -L`` in one line, or None when no NVIDIA GPU is visible."""
+    return "; ".join(_gpu_lines()) or None
+
+
+def gpus() -> list[tuple[int, str]]:
+    """The NVIDIA GPUs this machine shows (``nvidia-smi -L``: ``GPU 0: NVIDIA H100 80GB HBM3 (UUID: ...)``) as
+    ``(index, name)``, numbered as ``CUDA_VISIBLE_DEVICES`` counts them with ``CUDA_DEVICE_ORDER=PCI_BUS_ID``;
+    empty without a driver."""
+    found = []
+    for line in _gpu_lines():
+        head, _, rest = line.partition(":")
+        if head.startswith("GPU ") and head[4:].strip().isdigit():
+            found.append((int(head[4:]), rest.split("(UUID")[0].strip()))
+    return found
+
+
+def _script_interpreter(script: Path, path: str) -> Path | None:
+    """The interpreter a console script's first line names: ``#!/abs/python``, ``#!/usr/bin/env python3``
+    (looked up on ``path``), or pip's ``#!/bin/sh`` form for long paths (``'''exec' "/abs/python" ...``)."""
+    try:
+        with open(script, "rb") as handle:
+            head = handle.read(1024).decode("utf-8", errors="replace").splitlines()
+    except OSError:
         return None
-    lines = [line.strip() for line in out.splitlines() if line.strip()]
-    return "; ".join(lines) or None
+    if not head or not head[0].startswith("#!"):
+        return None
+    words = head[0][2:].split()
+    if words and words[0] == "/bin/sh" and len(head) > 1 and head[1].startswith("'''exec' "):
+        words = [head[1].split('"')[1]] if head[1].count('"') >= 2 else []
+    if len(words) >= 2 and Path(words[0]).name == "env":
+        found = shutil.which(words[1], path=path)
+        return Path(found) if found else None
+    return Path(words[0]) if words else None
+
+
+def launcher_warning(python: Path, prefix: str) -> str | None:
+    """A warning when the ``torchrun`` that processes started for stage environment ``python`` would run
+    belongs to another interpreter (``None`` when it is the environment's own, or there is none).
+
+    The script checked is the first ``torchrun`` on the ``PATH`` vlhub gives those processes (the
+    environment's ``bin/`` first, :func:`clean_env`): xtuner 0.2.0's entry point runs ``torchrun`` from
+    ``PATH`` for ``NPROC_PER_NODE`` > 1, and another Python's ``torchrun`` starts ranks that lack the
+    environment's packages (every rank dies on ``ModuleNotFoundError``; issue 19).
+
+    Args:
+        python: the environment's interpreter.
+        prefix: its ``sys.prefix`` (from the probe).
+    Returns:
+        One line naming the script, the interpreter it runs and the fix, or ``None``.
+    """
+    path = clean_env(python=python)["PATH"]
+    found = shutil.which("torchrun", path=path)
+    if found is None:
+        return None
+    script = Path(found)
+    interpreter = _script_interpreter(script, path)
+    if interpreter is not None and os.path.abspath(interpreter.parent) == os.path.abspath(python.parent):
+        return None  # a script of this environment's own bin/
+    other = None
+    if interpreter is not None:
+        try:
+            proc = subprocess.run([str(interpreter), "-c", _PREFIX], capture_output=True, text=True, timeout=60,
+                                  env=clean_env())
+            other = proc.stdout.strip() if proc.returncode == 0 else None
+        except (OSError, subprocess.SubprocessError):
+            other = None
+        if other and os.path.realpath(other) == os.path.realpath(prefix):
+            return None
+    runs = f"{interpreter} (prefix {other})" if other else \
+        f"{interpreter or 'an unknown interpreter'}, which does not run"
+    return (f"torchrun on PATH ({script}) runs {runs}, not this environment's Python ({python}): "
+            "`NPROC_PER_NODE=2 xtuner train` started by hand would start ranks without this environment's "
+            f"packages. Fix: vlhub launches several GPUs with `{python} -m torch.distributed.run` and is not "
+            "affected; launch by hand the same way, or remove that torchrun from PATH")
 
 
 def check(name: str) -> EnvStatus:
-    """Versions, missing packages and GPU visibility of one stage environment (fast: one probe process).
+    """Versions, missing packages and GPU visibility of one stage environment (fast: one probe process), and
+    a warning when its ``torchrun`` belongs to another interpreter (:func:`launcher_warning`).
 
     Raises:
         BadInput: unknown environment, a damaged ``env.json``, or an interpreter that does not run.
@@ -232,6 +315,8 @@ def check(name: str) -> EnvStatus:
     status.missing = [pkg for pkg, ver in status.versions.items() if ver is None]
     if status.missing:
         status.fix = f"vlhub env create {name}   (repairs the environment)"
+    warning = launcher_warning(python, probe["prefix"]) if probe["torch"] else None
+    status.warnings = [warning] if warning else []
     return status
 
 

@@ -9,7 +9,9 @@ Every action goes through a registered trainer (:class:`vlhub.core.types.Trainer
   run's, see :func:`vlhub.core.runs.check_process`);
 - :func:`view` gathers what a page shows. Besides the protocol's methods, a trainer may define
   ``report(run_dir, log_lines) -> dict`` (``metrics``, ``samples``, ``ranks``, ``log_tail``: what its
-  run files say); without it those are empty;
+  run files say); without it those are empty. Validation records, the best checkpoint and the
+  TensorBoard folder are read from the run folder's trainer-neutral files
+  (:mod:`vlhub.core.train_metrics`, :mod:`vlhub.core.tracking`) whatever the trainer;
 - :func:`check_records` runs the trainer's optional record check (``check_records(model, data, options)``,
   see :class:`vlhub.core.types.Trainer`): ``vlhub data validate/prepare --trainer NAME``.
 """
@@ -19,7 +21,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from . import plugins
+from . import plugins, tracking, train_metrics
 from .errors import BadInput
 from .lifecycle import refresh
 from .runs import Run, load_run, new_run
@@ -174,13 +176,23 @@ def view(run_id: str, log_lines: int = 40) -> dict[str, Any]:
     """Everything a page shows about one training run, read from its folder (a reload shows the same).
 
     Returns:
-        ``run`` (``run.json``, refreshed), ``checkpoints`` (JSON-ready), and ``metrics``, ``samples``,
-        ``ranks``, ``log_tail`` from the trainer's ``report`` (empty when it has none).
+        ``run`` (``run.json``, refreshed), ``checkpoints`` (JSON-ready, each with ``best``: whether it is the
+        marked best one), ``metrics``, ``samples``, ``ranks``, ``log_tail`` from the trainer's ``report``
+        (empty when it has none), and from the run folder's trainer-neutral files
+        (:mod:`vlhub.core.train_metrics`, :mod:`vlhub.core.tracking`): ``validation`` (validation records),
+        ``best`` (the best-checkpoint marker, or None) and ``tensorboard`` (the TensorBoard log folder when
+        it exists, else None).
     Raises:
         BadInput: no such run, or not a training run.
     """
     run, trainer = _train_run(run_id)
     report = trainer.report(run.dir, log_lines) if callable(getattr(trainer, "report", None)) else {}
-    return {"run": run.data, "checkpoints": [to_dict(c) for c in trainer.checkpoints(run.dir)],
+    best = train_metrics.read_best(run.dir)
+    board = tracking.tensorboard_dir(run.dir)
+    checkpoints = [{**to_dict(c), "best": best is not None and str(Path(c.path).resolve()) == best["path"]}
+                   for c in trainer.checkpoints(run.dir)]
+    return {"run": run.data, "checkpoints": checkpoints,
             "metrics": report.get("metrics", []), "samples": report.get("samples", []),
-            "ranks": report.get("ranks", []), "log_tail": report.get("log_tail", [])}
+            "ranks": report.get("ranks", []), "log_tail": report.get("log_tail", []),
+            "validation": train_metrics.read_metrics(run.dir)[1], "best": best,
+            "tensorboard": str(board) if board.is_dir() else None}

@@ -59,7 +59,8 @@ class Dataset(Protocol):
     name), ``license`` (str: the Hub's license id, e.g. ``"cc-by-nc-nd-4.0"``), ``license_url``
     (str: the license's text) and ``evaluation_only`` (bool: the data's terms allow evaluation
     only; the card then republishes none of its images). Without it, the card calls the data
-    local and names no dataset.
+    local and names no dataset. ``descriptions``, the ``description`` by language code (e.g.
+    ``{"zh": "..."}``), shown on the Data page in that language.
     """
 
     name: str

@@ -48,6 +48,13 @@ if [ "$want_test" = "--test" ]; then
     "$python" -m venv "$t5"
     "$t5/bin/python" -m pip install -q torch==2.13.0 "transformers>=5" safetensors pillow numpy
   fi
+  # The swift stage environment (ms-swift 4.6 for `vlhub train --trainer swift`), cached like the train env.
+  # It cannot share the train env's torch: ms-swift 4.x imports torch.distributed.fsdp.FSDPModule (torch >= 2.6)
+  # and xtuner 0.2.0 pins torch 2.5.1; no CPU torchvision exists on PyPI for the t5check env's CPU torch. Its
+  # torch 2.14.1 / torchvision 0.29.1 wheels come from the machine's local package mirror where it has them.
+  if ! .venv/bin/vlhub env check swift --json | .venv/bin/python -c 'import json,sys; sys.exit(0 if json.load(sys.stdin)[0]["ready"] else 1)'; then
+    .venv/bin/vlhub env create swift
+  fi
 else
   .venv/bin/python -m pip install -q -e .
 fi

@@ -86,7 +86,8 @@ def convert(args: Mapping[str, Any]) -> str:
 
 
 #: ``vlhub publish``'s own flags (every other publisher option goes as ``--opt NAME=VALUE``).
-PUBLISH_FLAGS = ("private", "via", "message", "require_keyword", "overwrite_card", "follow_symlinks")
+PUBLISH_FLAGS = ("private", "via", "message", "require_keyword", "overwrite_card", "follow_symlinks",
+                 "skip_serve_check")
 
 
 def publish(args: Mapping[str, Any]) -> str:
@@ -97,7 +98,7 @@ def publish(args: Mapping[str, Any]) -> str:
     rest: dict[str, Any] = {}
     for name, value in (args.get("options") or {}).items():
         if name in PUBLISH_FLAGS and (isinstance(value, bool) or name in ("private", "overwrite_card",
-                                                                         "follow_symlinks")):
+                                                                         "follow_symlinks", "skip_serve_check")):
             words += [flag(name)] if _truthy(value) else []
         elif name in PUBLISH_FLAGS:
             words += [flag(name), value]
@@ -107,6 +108,12 @@ def publish(args: Mapping[str, Any]) -> str:
     if args.get("dry_run"):
         words.append("--dry-run")
     return _line(words)
+
+
+def check(args: Mapping[str, Any]) -> str:
+    """``vlhub check FOLDER --backend B --max-new-tokens N`` for a ``check`` job."""
+    return _line(["vlhub", "check", args.get("folder") or "FOLDER", "--backend", args.get("backend") or "transformers",
+                  "--max-new-tokens", args.get("max_new_tokens") or 128])
 
 
 def env_create(name: str) -> str:

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 from vlhub.core import jobs as core_jobs
 from vlhub.core.errors import VlhubError
 from vlhub.core.lifecycle import ACTIVE, LOST, refresh
-from vlhub.core.runs import Run, list_runs, load_run
+from vlhub.core.runs import Run, check_process, list_runs, load_run
 from vlhub.core.types import Progress
 
 
@@ -53,11 +53,15 @@ class Job:
 
     @property
     def status(self) -> str:
-        """``running`` while the run is active (its process provably the job's), ``done``, or ``failed``
-        (which includes a job whose process vanished or cannot be proven to be vlhub's); read fresh."""
+        """``running`` while the run is active (its process provably the job's), ``done`` once its result is
+        recorded, or ``failed`` (which includes a job whose process vanished or cannot be proven to be vlhub's,
+        and one that ended without a result); read fresh."""
         status = self.reload().run.status
         if status in ACTIVE or status == "created":
             return "running"
+        if status == "done" and "result" not in self.run.data:  # the action recorded its own end (a publish
+            # records its run): the job process writes the result next, unless it is gone
+            return "running" if check_process(self.run.data, "pid").process is not None else "failed"
         return "done" if status == "done" else "failed"
 
     @property

@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import streamlit as st
 
-from vlhub.core import settings_store
+from vlhub.core import messages, settings_store
 
 LANGUAGES = {"en": "English", "zh": "中文"}
 _DIR = Path(__file__).parent / "i18n"
@@ -61,22 +61,43 @@ def t(key: str, **fields: object) -> str:
     return text.format(**fields) if fields else text
 
 
-def option_label(opt: dict[str, Any]) -> str:
-    """An option's field title in the page's language: the plugin's ``labels[lang]``, else (not in English)
-    the catalogue's ``opt.NAME``, else the plugin's ``label``, else the name with spaces."""
+def translation(english: str, translations: Mapping[str, str] | None) -> str:
+    """A plugin's text in the page's language: its translation for it, else ``english``, marked as English
+    (``text.untranslated``) on a page in another language, so a third-party plugin without Chinese texts
+    still reads as what it is.
+
+    Args:
+        english: the plugin's own text (an option's ``label``/``help``, a dataset's ``description``).
+        translations: language code -> text (the plugin's ``labels``, ``helps``, ``descriptions``).
+    """
     here = lang()
-    own = (opt.get("labels") or {}).get(here)
-    if own:
-        return own
-    if here != "en" and catalogue(here).get(f"opt.{opt['name']}"):
-        return catalogue(here)[f"opt.{opt['name']}"]
-    return opt.get("label") or opt["name"].replace("_", " ")
+    own = (translations or {}).get(here)
+    if own or here == "en" or not english:
+        return own or english
+    return f"{english} {t('text.untranslated')}"
+
+
+def localized(text: str, labels: Mapping[str, str] | None = None) -> str:
+    """A one-line text from the core or a plugin in the page's language: a keyed message
+    (:class:`vlhub.core.messages.Keyed`) in this language, any other text as it is, marked as English on a
+    page in another language (:func:`translation`); CLI flags it names replaced by the page's field ``labels``
+    (:func:`vlhub.core.messages.relabel`)."""
+    shown = text.localized(lang()) if isinstance(text, messages.Keyed) else translation(text, None)
+    return messages.relabel(shown, labels)
+
+
+def option_label(opt: dict[str, Any]) -> str:
+    """An option's field title (``Option.public()`` dict) in the page's language: the plugin's ``labels``,
+    else its ``label`` (or the name with spaces), marked as English (:func:`translation`)."""
+    return translation(opt.get("label") or opt["name"].replace("_", " "), opt.get("labels"))
 
 
 def option_help(opt: dict[str, Any]) -> str:
-    """An option's help in the page's language: the catalogue's ``opt.help.NAME`` (not in English), else
-    the plugin's own help."""
-    here = lang()
-    if here != "en" and catalogue(here).get(f"opt.help.{opt['name']}"):
-        return catalogue(here)[f"opt.help.{opt['name']}"]
-    return opt.get("help") or ""
+    """An option's help in the page's language: the plugin's ``helps``, else its ``help``, marked as English."""
+    return translation(opt.get("help") or "", opt.get("helps"))
+
+
+def choice_label(opt: dict[str, Any], value: Any) -> str:
+    """How a choice of an option is shown: the plugin's ``choice_labels`` in the page's language, else the
+    value itself (what the command line takes)."""
+    return ((opt.get("choice_labels") or {}).get(lang()) or {}).get(value) or str(value)

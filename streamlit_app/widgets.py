@@ -16,7 +16,7 @@ from vlhub.core.options import flag
 from vlhub.core.types import Progress
 from vlhub.streamlit_app import jobs
 from vlhub.streamlit_app.state import env_report, keep, restore, set_field
-from vlhub.streamlit_app.text import lang, option_help, option_label, t
+from vlhub.streamlit_app.text import choice_label, lang, option_help, option_label, t
 
 def human(n: float | None, unit: str = "B") -> str:
     """``1.5 MB`` for bytes; other units as plain numbers."""
@@ -30,6 +30,17 @@ def human(n: float | None, unit: str = "B") -> str:
             return f"{size:.0f} {name}" if name == "B" else f"{size:.1f} {name}"
         size /= 1024
     return str(n)
+
+
+def split_name(split: str) -> str:
+    """A split of a prepared folder (``train``, ``val``) as the page names it (other names as they are)."""
+    key = f"split.{split}"
+    return t(key) if t(key) != key else split
+
+
+def splits(records: Mapping[str, int]) -> str:
+    """``train 15, val 2`` (split -> records) in the page's language."""
+    return t("split.sep").join(f"{split_name(k)} {v}" for k, v in records.items())
 
 
 def duration(seconds: float | None) -> str:
@@ -249,8 +260,9 @@ def option_field(opt: dict[str, Any], prefix: str) -> tuple[Any, bool]:
     elif choices or kind == "bool":
         items = choices or ["true", "false"]
         items = ([""] if default is None else []) + items
-        value = selectbox(label, items, key, field_default(opt), help=help_,
-                          format_func=lambda v, default_text=t("form.default"): v or default_text)
+        shown = {"": t("form.default"), **({"true": t("form.yes"), "false": t("form.no")} if kind == "bool" else
+                                          {c: choice_label(opt, c) for c in choices})}
+        value = selectbox(label, items, key, field_default(opt), help=help_, format_func=shown.get)
     elif kind == "list":
         text = text_area(label, key, field_default(opt), help=help_, height=80)
         value = [line.strip() for line in text.splitlines() if line.strip()]
@@ -263,8 +275,9 @@ def option_fields(options: list[dict[str, Any]], prefix: str, columns: int = 1) 
     """A field per plugin option (``Option.public()`` dicts), ``columns`` to a row; returns the values that
     differ from the defaults.
 
-    A field's title is the option's label in the page's language (``Option.labels``, e.g. ``{"zh": ...}``,
-    else the catalogue's ``opt.NAME``), else its ``label``, else its name with spaces. Numbers are returned
+    A field's title is the option's label in the page's language (``Option.labels``, e.g. ``{"zh": ...}``),
+    else its ``label`` (or its name with spaces) marked as English; help and choices likewise
+    (``Option.helps``, ``Option.choice_labels``). Numbers are returned
     as text: the plugin converts and checks them, as for CLI flags. Every field stays (page switches, reloads).
     """
     values: dict[str, Any] = {}
@@ -287,6 +300,20 @@ def option_labels(options: Iterable[dict[str, Any]]) -> dict[str, str]:
 def quoted(labels: Mapping[str, str]) -> dict[str, str]:
     """``{flag: "“label”"}`` from ``{flag: label}``."""
     return {k: f"“{v}”" for k, v in labels.items()}
+
+
+def plugins_table(plugins: list[dict[str, Any]], builtin: bool = False) -> None:
+    """The loaded plugins (``vlhub plugins --json``'s ``plugins``): name, version, (built-in,) what each
+    registered, by family, with the page's headers and family names."""
+    rows = []
+    for p in plugins:
+        row = {t("plugins.col.plugin"): p["name"], t("plugins.col.version"): p["version"]}
+        if builtin:
+            row[t("plugins.col.builtin")] = p["builtin"]
+        row[t("plugins.col.registered")] = "; ".join(f"{t('family.' + k)}: {', '.join(v)}"
+                                                     for k, v in p["registered"].items())
+        rows.append(row)
+    st.dataframe(rows, hide_index=True)
 
 
 # ------------------------------------------------------------------ messages

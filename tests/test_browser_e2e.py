@@ -1,7 +1,10 @@
-"""End to end in a real headless Chromium: `vlhub launch`, prepare a fixture dataset on the Data page, chat with
-the tiny model on the transformers backend, publish a tiny folder to the local git + LFS server, switch to
-Chinese; a training run (with the test's stand-in for `xtuner train`) is started from the Train page,
-followed live and reloaded. Every page is checked by its text and saved as a screenshot in tests/_artifacts/screenshots/.
+"""End to end in a real headless Chromium, in English and in 中文: `vlhub launch`, then data → train → convert →
+chat → publish as a user walks it. Every action button is double-clicked (one job each: one prepared folder,
+one training run, one stop, one resume, one conversion, one loaded model, one preflight, one publish) and
+every page is reloaded (its fields and the language stay). Training runs the tests' stand-in for
+`xtuner train` (tests/fixtures/fake_trainer.py) in the train env, saving real checkpoints of the tiny
+model, so the conversion, the chat and the publish work on what the run produced. Pages are checked by
+their text; each is saved as a screenshot in tests/_artifacts/screenshots/ (LANG-NN-page.png).
 """
 from __future__ import annotations
 
@@ -12,26 +15,29 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
+from playwright.sync_api import expect, sync_playwright
 
 from conftest import ROOT, train_python
 from fixtures.datasets import make_foodieqa
-from publish_helpers import MB, make_model
+from fixtures.fake_trainer import FAKE_XTUNER_CHECKPOINTS, TOTAL
 from servers.git_lfs import GitLfsServer
-from fixtures.fake_trainer import FAKE_XTUNER, TOTAL
-from vlhub.core import runs
+from vlhub.core import runs, train
+from vlhub.core.chat import workers_dir
 from vlhub.core.lifecycle import refresh
 from vlhub.plugins.devtools.tiny_model import make_tiny_model
+from vlhub.streamlit_app import pipeline
+from vlhub.streamlit_app.text import catalogue
 
 SHOTS = ROOT / "tests" / "_artifacts" / "screenshots"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 TOKEN = "canary-browser-5a2e9c71"
-REPO = "org/InternVL2-browser"
-SLOW = 120_000  # ms: loading the model, preparing, publishing
+SLOW = 240_000  # ms: planning, building the model, converting, loading it on a busy CPU
+SETTINGS = {"batch_size": "1", "grad_accum": "1", "save_steps": "2"}
 
 
 @pytest.fixture
@@ -57,134 +63,233 @@ def launcher(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
 
 @pytest.fixture
-def browser_page() -> Iterator[object]:
+def browser_page() -> Iterator[Any]:
     if not Path(CHROMIUM).exists():
-        pytest.fail("Chromium is missing: run `make test` (scripts/setup.sh --test installs Debian's chromium)")
-    from playwright.sync_api import sync_playwright
+        pytest.skip("Chromium is missing: run `make test` (scripts/setup.sh --test installs Debian's chromium)")
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 2000})  # the app scrolls inside
-        page.set_default_timeout(30_000)
+        page.set_default_timeout(60_000)
         yield page
         browser.close()
 
 
-def shot(page: object, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached", timeout=SLOW)  # the run ended
-    page.screenshot(path=str(SHOTS / f"{name}.png"))
+class Walk:
+    """The browser on the launcher, in one language: the page's words come from its catalogue."""
+
+    def __init__(self, page: Any, url: str, lang: str) -> None:
+        self.page, self.url, self.lang = page, url, lang
+        self.text = catalogue(lang)
+        self.options = {o.name: o for o in train.options("xtuner")}
+
+    def t(self, key: str, **fields: Any) -> str:
+        return self.text[key].format(**fields) if fields else self.text[key]
+
+    def pattern(self, key: str, **fields: str) -> re.Pattern[str]:
+        """The catalogue text of ``key`` as a pattern: ``fields`` as given (regular expressions), the others any text."""
+        parts = re.split(r"(\{[a-z_]+\})", self.text[key])
+        return re.compile("".join(fields.get(p[1:-1], ".+?") if p.startswith("{") else re.escape(p) for p in parts))
+
+    def option(self, name: str) -> str:
+        """The Train page's label of a trainer option in this language."""
+        opt = self.options[name]
+        return opt.labels.get(self.lang) or opt.label or name.replace("_", " ")
+
+    def shot(self, name: str) -> None:
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        self.page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached", timeout=SLOW)  # run ended
+        self.page.screenshot(path=str(SHOTS / f"{self.lang}-{name}.png"))
+
+    def open(self, key: str, heading: str) -> None:
+        self.page.get_by_test_id("stSidebarNav").get_by_role("link", name=self.t(key), exact=True).click()
+        self.heading(heading)
+
+    def heading(self, key: str) -> None:
+        self.page.get_by_role("heading", name=self.t(key)).wait_for(timeout=SLOW)
+
+    def field(self, label: str) -> Any:
+        return self.page.get_by_label(label, exact=True)
+
+    def enter(self, label: str, value: str, shown: str | None = None) -> None:
+        """Type ``value`` into a field and wait until the page has taken it: ``shown`` (default: the value)
+        appears in a code block (the command preview) or a caption."""
+        box = self.field(label)
+        box.fill(value)
+        box.press("Enter")
+        self.page.locator('[data-testid="stCode"], [data-testid="stCaptionContainer"]') \
+            .filter(has_text=shown or value).first.wait_for(state="attached", timeout=SLOW)
+
+    def pick(self, label: str, option: str) -> None:
+        self.page.get_by_label(label, exact=False).first.click()
+        self.page.get_by_role("option", name=option, exact=True).click()
+
+    def double_click(self, key: str) -> None:
+        """A double click on the action button ``key``'s label (the second click lands while the first runs)."""
+        self.page.get_by_role("button", name=self.t(key), exact=True).first.dblclick()
+
+    def see(self, text: str | re.Pattern[str], timeout: float = SLOW) -> Any:
+        found = self.page.get_by_text(text).first
+        found.wait_for(timeout=timeout)
+        return found
+
+    def reload(self, heading: str, fields: dict[str, str]) -> None:
+        """Reload the page: the language and the fields' values stay."""
+        self.page.reload()
+        self.heading(heading)
+        for label, value in fields.items():
+            expect(self.field(label)).to_have_value(value, timeout=30_000)
 
 
-def open_page(page: object, title: str) -> None:
-    page.get_by_test_id("stSidebarNav").get_by_role("link", name=title, exact=True).click()
+def jobs_of(action: str, **match: Any) -> list[runs.Run]:
+    return [r for r in runs.list_runs(action) if r.data.get("action") == action
+            and all((r.data.get("spec") or {}).get(k) == v for k, v in match.items())]
 
 
-def enter(page: object, label: str, value: str) -> None:
-    box = page.get_by_label(label, exact=True)
-    box.fill(value)
-    box.press("Enter")
+def status(run_id: str) -> str:
+    """A run's status, read fresh (an active run whose process is gone is recorded as ended)."""
+    return refresh(runs.load_run(run_id)).status
 
 
-def pick(page: object, label: str, option: str) -> None:
-    page.get_by_label(label, exact=False).first.click()
-    page.get_by_role("option", name=option, exact=True).click()
+def wait_until(predicate: Callable[[], bool], what: str, timeout: float = SLOW / 1000) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.3)
 
 
-def test_launch_prepare_chat_publish_in_chromium(launcher: str, browser_page: object, tmp_path: Path) -> None:
-    train_python()  # the transformers backend runs the tiny model in the train stage env
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_data_train_convert_chat_publish_in_chromium(lang: str, launcher: str, browser_page: Any,
+                                                    tmp_path: Path) -> None:
+    python = train_python()  # the stand-in trainer, the conversion and the transformers backend run in it
     source = make_foodieqa(tmp_path / "src")
-    model = make_tiny_model(tmp_path / "tiny")
-    folder = make_model(tmp_path / "to-publish", {"model.safetensors": MB})
+    model = make_tiny_model(tmp_path / "InternVL2-tiny")
     fake = tmp_path / "fake_xtuner.py"  # `xtuner train` needs a GPU: the documented launch_command seam
-    fake.write_text(FAKE_XTUNER)
-    page = browser_page
-    with GitLfsServer(tmp_path / "git", token=TOKEN) as srv:
-        page.goto(launcher)
-        page.get_by_text("InternVL fine-tuning, from data to hub").wait_for()
-        page.get_by_text("Next: prepare a dataset on the Data page.").wait_for()
-        shot(page, "01-home")
+    fake.write_text(FAKE_XTUNER_CHECKPOINTS.replace("time.sleep(0.5)", "time.sleep(2.0)"))  # time to stop it
+    walk = Walk(browser_page, launcher, lang)
+    try:
+        with GitLfsServer(tmp_path / "git", token=TOKEN) as srv:
+            walk_through(walk, srv, python, source, model, fake)
+    except BaseException:
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        walk.page.screenshot(path=str(SHOTS / f"{lang}-failed.png"))  # where it stopped
+        raise
 
-        open_page(page, "Data")
-        page.get_by_role("heading", name="Prepare a dataset").wait_for()
-        pick(page, "Dataset plugin", "foodieqa")
-        enter(page, "Source folder (or file)", str(source))
-        page.get_by_role("button", name="Prepare", exact=True).click()
-        page.get_by_text(re.compile(r"Prepared 17 records \(train \d+, val \d+\), 0 dropped")).wait_for(timeout=SLOW)
-        page.get_by_text("Preview (train split)").wait_for()
-        page.locator('[data-testid="stImage"] img').nth(7).wait_for()  # the preview grid: two rows of four
-        shot(page, "02-data")
 
-        open_page(page, "Train")
-        page.get_by_role("heading", name="Fine-tune").wait_for()
-        page.get_by_text("No training run yet.").wait_for()
-        enter(page, "Base model folder (InternVL2)", str(model))
-        page.get_by_text("foodieqa: 17 records (train 15, val 2), 9 images").wait_for()  # the data, before planning
-        for label, value in {"batch size": "1", "grad accum": "1", "save steps": "2"}.items():
-            page.get_by_label(label, exact=True).fill(value)
-        page.get_by_text("All settings").click()
-        page.get_by_label("launch command", exact=True).fill(f"{sys.executable} {fake} {{config}} {{work_dir}}")
-        page.get_by_role("button", name="Start training").click()
-        page.get_by_text(re.compile(r"Started run \S+-train-\S+")).wait_for(timeout=SLOW)
-        shown = page.get_by_text(re.compile(rf"iteration [1-{TOTAL - 2}] / {TOTAL}"))
-        first = int(shown.inner_text(timeout=SLOW).split()[1])
-        later = page.get_by_text(re.compile(rf"iteration [{first + 1}-{TOTAL}] / {TOTAL}"))
-        later.wait_for(timeout=SLOW)  # the live view polls the run folder by itself
-        assert "run=" in page.url
-        page.reload()  # a reload shows the same run, progress and charts
-        page.get_by_text(re.compile(rf"iteration [4-8] / {TOTAL}")).wait_for(timeout=SLOW)
-        page.get_by_test_id("stVegaLiteChart").nth(2).wait_for()  # loss, lr, GPU memory
-        shot(page, "03-train")
+def walk_through(walk: Walk, srv: GitLfsServer, python: Path, source: Path, model: Path, fake: Path) -> None:
+    """Data → train → convert → chat → publish, then the environment and the home page."""
+    page, lang, launcher = walk.page, walk.lang, walk.url
+    page.goto(launcher)
+    walk.heading("home.heading")
+    if lang == "zh":
+        walk.pick(catalogue("en")["lang.label"], "中文")
+        walk.heading("home.heading")
+    walk.see(walk.t("next.data"))
+    walk.reload("home.heading", {})  # the language is remembered
+    walk.shot("01-home")
 
-        open_page(page, "Convert")
-        page.get_by_role("heading", name="Convert a checkpoint").wait_for()
-        shot(page, "04-convert")
+    # Data: prepare the fixture dataset
+    walk.open("stage.data", "data.title")
+    walk.pick(walk.t("data.plugin"), "foodieqa")
+    walk.enter(walk.t("data.source"), str(source))
+    walk.double_click("data.prepare")
+    walk.see(walk.pattern("data.prepared", total="17"))
+    walk.see(walk.t("data.preview"))
+    page.locator('[data-testid="stImage"] img').nth(7).wait_for()  # the preview grid: two rows of four
+    assert len(jobs_of("data.prepare")) == 1
+    walk.reload("data.title", {walk.t("data.source"): str(source)})
+    walk.see(walk.pattern("data.prepared", total="17"))
+    walk.shot("02-data")
 
-        open_page(page, "Chat")
-        page.get_by_role("heading", name="Chat with a model").wait_for()
-        pick(page, "Backend", "transformers")
-        enter(page, "Model folder", str(model))
-        page.get_by_role("button", name="Start / restart").click()
-        prompt = page.get_by_placeholder("Ask about the images ...")
-        prompt.wait_for(timeout=SLOW)
-        prompt.fill("这是什么菜？")
-        prompt.press("Enter")
-        messages = page.get_by_test_id("stChatMessage")
-        messages.nth(1).wait_for(timeout=SLOW)
-        assert "这是什么菜？" in messages.nth(0).inner_text()
-        page.get_by_role("button", name="Export JSON").wait_for(timeout=SLOW)  # the answer is complete
-        assert messages.nth(1).inner_text().strip()
-        shot(page, "05-chat")
+    # Train: start (the stand-in trainer), stop, resume, to the end
+    walk.open("stage.train", "train.title")
+    walk.see(walk.t("train.no_runs"))
+    walk.enter(walk.t("train.model"), str(model))
+    walk.see(walk.pattern("train.data_summary", total="17"))  # the data, before planning
+    for name, value in SETTINGS.items():
+        walk.field(walk.option(name)).fill(value)
+    page.get_by_text(walk.t("train.all_settings"), exact=True).click()
+    walk.enter(walk.option("launch_command"), f"{python} {fake} {{config}} {{work_dir}}")
+    walk.double_click("train.start")
+    walk.see(walk.pattern("train.started"))
+    assert len(jobs_of("train.plan")) == 1 and len(runs.list_runs("train")) == 1
+    run = runs.list_runs("train")[0]
+    wait_until(lambda: (run.dir / "work" / "iter_2.pth").is_file() or status(run.id) == "finished",
+               "the first checkpoint")
+    if status(run.id) == "running":
+        walk.double_click("train.stop")
+        wait_until(lambda: status(run.id) == "stopped", "the run to stop")
+        walk.see(walk.t("train.resume"))
+        assert len(jobs_of("train.stop")) == 1
+        walk.double_click("train.resume")
+        wait_until(lambda: jobs_of("train.resume") and status(run.id) in ("running", "finished"),
+                   "the run to resume")
+        assert len(jobs_of("train.resume")) == 1 and len(runs.list_runs("train")) == 1
+    wait_until(lambda: status(run.id) == "finished", "the run to finish")
+    walk.see(walk.pattern("train.progress", it=str(TOTAL), total=str(TOTAL)))
+    assert "run=" in page.url
+    walk.reload("train.title", {walk.option(n): v for n, v in SETTINGS.items()})
+    walk.see(walk.pattern("train.progress", it=str(TOTAL), total=str(TOTAL)))  # the same run, from the URL
+    page.get_by_test_id("stVegaLiteChart").nth(1).wait_for()  # loss, lr
+    walk.shot("03-train")
 
-        open_page(page, "Publish")
-        page.get_by_role("heading", name="Publish a model").wait_for()
-        enter(page, "Model folder", str(folder))
-        pick(page, "Targets (several at once)", "git")
-        page.keyboard.press("Escape")
-        enter(page, "git target", srv.repo_url(REPO))
-        page.get_by_role("button", name="Preflight (send nothing)").click()
-        page.get_by_text("Files for git:").wait_for(timeout=SLOW)
-        assert srv.ls_tree(REPO, "main") == []
-        page.get_by_role("button", name="Publish", exact=True).click()
-        page.get_by_text(re.compile(r"git:\S+: \S+ \(commit [0-9a-f]{12}; sent")).wait_for(timeout=SLOW)
-        assert {"model.safetensors", "README.md", "config.json"} <= set(srv.ls_tree(REPO, "main"))
-        assert srv.is_pointer(REPO, "main", "model.safetensors")
-        shot(page, "06-publish")
-        assert TOKEN not in page.content()
+    # Convert: the run's last checkpoint (verified in English; the Chinese walk saves the minute)
+    walk.open("stage.convert", "convert.title")
+    walk.see(f"iter_{TOTAL}")
+    if lang == "zh":
+        page.get_by_text(walk.t("convert.verify"), exact=True).click()
+    out = str(pipeline.models_dir() / f"{run.id}-iter_{TOTAL}")
+    walk.double_click("convert.start")
+    walk.see(walk.t("convert.verified" if lang == "en" else "convert.not_verified", out=out))
+    assert len(jobs_of("convert")) == 1 and (Path(out) / "vlhub_provenance.json").is_file()
+    walk.reload("convert.title", {walk.t("convert.out"): out})
+    walk.shot("04-convert")
 
-        open_page(page, "Plugins & environment")
-        page.get_by_text("train — ready").wait_for()
-        page.get_by_text("found ($VLHUB_GIT_TOKEN)").wait_for()
-        shot(page, "07-environment")
-        assert TOKEN not in page.content()
+    # Chat: the converted model, prefilled, on the transformers backend (CPU)
+    walk.open("chat.nav", "chat.title")
+    expect(walk.field(walk.t("chat.model_dir"))).to_have_value(out)
+    walk.double_click("chat.start")
+    prompt = page.get_by_placeholder(walk.t("chat.input"))
+    prompt.wait_for(timeout=SLOW)
+    assert len(list(workers_dir().glob("*.json"))) == 1  # one model loaded
+    prompt.fill("这是什么菜？")
+    prompt.press("Enter")
+    messages = page.get_by_test_id("stChatMessage")
+    messages.nth(1).wait_for(timeout=SLOW)
+    page.get_by_role("button", name=walk.t("chat.export_json")).wait_for(timeout=SLOW)  # the answer is complete
+    assert "这是什么菜？" in messages.nth(0).inner_text() and messages.nth(1).inner_text().strip()
+    walk.shot("05-chat")
+    walk.reload("chat.title", {walk.t("chat.model_dir"): out})
+    walk.see(walk.pattern("chat.loaded"))  # still loaded: Start reuses it
+    page.get_by_role("button", name=walk.t("chat.unload"), exact=True).first.click()
+    wait_until(lambda: not list(workers_dir().glob("*.json")), "the model to be unloaded")
 
-        run = runs.list_runs("train")[0]
-        deadline = time.monotonic() + 60
-        while refresh(run).status != "finished":
-            assert time.monotonic() < deadline, run.data
-            time.sleep(0.5)
-        pick(page, "Language", "中文")
-        open_page(page, "首页")
-        page.get_by_text("InternVL 微调：从数据到模型仓库").wait_for()
-        page.get_by_text("下一步：在“转换”页把最后一个检查点转换为模型文件夹。").wait_for()
-        shot(page, "08-home-zh")
+    # Publish: the converted folder, prefilled, to the git + LFS server
+    walk.open("stage.publish", "publish.title")
+    expect(walk.field(walk.t("publish.folder"))).to_have_value(out)
+    walk.pick(walk.t("publish.targets"), "git")
+    page.keyboard.press("Escape")
+    repo = f"org/InternVL2-{lang}"
+    walk.enter(walk.t("publish.target", name="git"), srv.repo_url(repo))
+    walk.double_click("publish.preflight")
+    walk.see(walk.t("publish.files_of", target=f"git:{srv.repo_url(repo)}"))
+    assert srv.ls_tree(repo, "main") == [] and len(jobs_of("publish", dry_run=True)) == 1
+    walk.double_click("publish.publish")
+    walk.see(walk.pattern("publish.done", url=r"\S+", state=walk.pattern("publish.commit", commit="[0-9a-f]{12}")
+                          .pattern))
+    assert len(jobs_of("publish", dry_run=False)) == 1
+    assert {"config.json", "README.md", "vlhub_provenance.json"} <= set(srv.ls_tree(repo, "main"))
+    walk.reload("publish.title", {walk.t("publish.folder"): out,
+                                  walk.t("publish.target", name="git"): srv.repo_url(repo)})
+    walk.shot("06-publish")
+    assert TOKEN not in page.content()
+
+    walk.open("nav.plugins", "nav.plugins")
+    walk.see(f"train — {walk.t('env.ready')}")
+    walk.see(walk.t("tokens.found", source="$VLHUB_GIT_TOKEN"))
+    walk.shot("07-environment")
+    assert TOKEN not in page.content()
+
+    walk.open("nav.home", "home.heading")
+    walk.see(walk.t("next.done"))
+    walk.shot("08-home-done")

@@ -32,6 +32,7 @@ class Scripted:
         self.model, self.backend, self.items, self.right = model, "scripted", items, right
         self.history: list[Any] = []
         self.settings: Any = None
+        self.session: Any = None  # no backend session (core.eval asks it for its concurrency)
 
     def clear(self) -> None:
         self.history = []
@@ -40,6 +41,10 @@ class Scripted:
         item = self.items[prompt, tuple(map(str, images))]
         picked = item["answer"] if self.right(item["index"]) else (item["answer"] + 1) % len(item["choices"])
         return "ABCD"[picked]
+
+    def reply_once(self, prompt: str, images: list[Path]) -> str:
+        """One question asked alone (what :func:`evaluate` asks of a conversation)."""
+        return self.answer(prompt, images)
 
     def __enter__(self) -> "Scripted":
         return self
@@ -402,3 +407,61 @@ def test_base_model_flag_reaches_the_card_and_the_preflight(tmp_path: Path, isol
         assert "base model OpenGVLab/InternVL2-2B" in real.stderr
         readme = server.read_blob("org/InternVL2-base", "HEAD", "README.md").decode()
     assert "base_model: OpenGVLab/InternVL2-2B" in readme
+
+
+def test_the_card_shows_the_last_serve_check(finished: dict[str, Any]) -> None:
+    from vlhub.core import provenance
+
+    model = finished["model"]
+    provenance.update(model, {"serve_check": {
+        "status": "ok", "reason_key": "check.ok", "reason": "answered and stopped with <|im_end|> after 9 tokens",
+        "params": {"stop": "<|im_end|>", "tokens": 9, "limit": 128}, "backend": "lmdeploy",
+        "date": "2026-01-01T00:00:00+00:00", "tokens": 9, "max_new_tokens": 128, "answer": "{{ 7*7 }} a red circle"}})
+    text = _extras(model)["README.md"].decode()
+    en = text.split("### Serve check", 1)[1].split("###", 1)[0]
+    assert "`vlhub check` (2026-01-01T00:00:00+00:00, lmdeploy)" in en and "within 128 tokens: **passed**" in en
+    assert "answered and stopped with &lt;|im_end|> after 9 tokens (limit 128)" in en
+    assert "Its answer: {{ 7*7 }} a red circle" in en  # data, never template source
+    zh = text.split("### 服务检查", 1)[1].split("###", 1)[0]
+    assert "**通过**" in zh and "已回答，并在 9 个 token 后以 &lt;|im_end|> 停止（上限 128）" in zh
+    # a failed check whose error names a local path: the card shows its last component only
+    provenance.update(model, {"serve_check": {
+        "status": "failed", "reason_key": "check.load_failed", "backend": "transformers", "date": "2026-01-02",
+        "params": {"backend": "transformers", "error": f"cannot load {finished['tmp']}/out/InternVL2-2B-food"},
+        "max_new_tokens": 64}})
+    extras = _extras(model)
+    text = extras["README.md"].decode()
+    assert "**failed**, the model did not load or answer with transformers: cannot load InternVL2-2B-food." in text
+    assert "**未通过**，模型无法用 transformers 加载或回答" in text
+    _no_local_paths(extras, finished["tmp"])
+    # never checked (or a hand-made record without a status): no section
+    provenance.update(model, {"serve_check": {"reason": "?"}})
+    assert "### Serve check" not in _extras(model)["README.md"].decode()
+
+
+def test_samples_are_topped_up_to_three_from_the_evaluation(finished: dict[str, Any]) -> None:
+    from vlhub.core import provenance
+
+    model = finished["model"]
+    provenance.update(model, {"samples": [{"question": "图中是什么菜？", "answer": "麻婆豆腐"}]})
+    text = _extras(model)["README.md"].decode()
+    samples = text.split("### Sample answers", 1)[1].split("###", 1)[0]
+    assert samples.count("**Q:**") == 3 and samples.index("麻婆豆腐") < samples.index("From the evaluation above")
+    assert samples.count("From the evaluation above (text only).") == 1 and "(this model)" in samples
+
+
+def test_preflight_notes_are_catalog_keys_a_page_shows_in_chinese(tmp_path: Path) -> None:
+    from vlhub.core.errors import VlhubError
+    from vlhub.plugins.publishers import card
+
+    model = make_model(tmp_path / "out")
+    (model / "vlhub_provenance.json").write_text(json.dumps({"base_model": str(tmp_path / "gone")}))
+    found = card.checks(model, _names(model), "not an id")
+    keys = [n["key"] for n in found["card_note_keys"]]
+    assert keys == ["card.base_not_hub_id", "card.base_unknown_folder", "card.no_evaluation"]
+    assert found["card_notes"][0] == "model card: --base-model 'not an id' is not a hub id (ORG/NAME) and is ignored"
+    assert found["card_notes"][1].endswith("so the card names none; pass --base-model ORG/NAME")
+    zh = [VlhubError(n["key"], **n["params"]).localized("zh", {"--base-model": "“基础模型”"})
+          for n in found["card_note_keys"]]
+    assert zh[1].startswith("模型卡片：基础模型未知") and "请在 “基础模型” 中填入模型平台 ID（组织/名称）" in zh[1]
+    assert not [text for text in zh if "ORG" in text or "--base-model" in text or "model card" in text]

@@ -20,7 +20,7 @@ def test_home_shows_plugins_and_envs(lang: str, tmp_path: Path, monkeypatch) -> 
     assert not at.exception
     text = " ".join(m.value for m in at.markdown)
     assert ("train" in text) and (("missing" in text) if lang == "en" else ("缺少" in text))
-    plugin_names = set(at.dataframe[0].value["plugin"])
+    plugin_names = set(at.dataframe[0].value["plugin" if lang == "en" else "插件"])
     assert {"datasets", "publishers"} <= plugin_names
 
 

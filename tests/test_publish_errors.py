@@ -68,7 +68,7 @@ def test_rejected_token_is_one_line_and_redacted(srv: GitLfsServer, tmp_path: Pa
     model = make_model(tmp_path / "model")
     wrong = "wrong-token-77aa11"
     proc = run_vlhub("publish", str(model), "--to", f"git:{srv.repo_url(REPO)}", env={"VLHUB_GIT_TOKEN": wrong})
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # the input (the token) is at fault
     assert len(error_lines(proc.stderr)) == 1 and "rejected the credentials" in proc.stderr
     assert wrong not in proc.stderr + proc.stdout
 

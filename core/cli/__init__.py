@@ -1,7 +1,7 @@
 """The ``vlhub`` command: one module per verb group; every verb calls the same core function as the page.
 
 ``data``, ``train`` (and ``run stop``), ``convert`` (and ``templates``), ``chat`` (and ``eval``),
-``publish``, ``runs`` (and ``run show``), ``env`` (and ``doctor``), ``plugins``, ``launch``. Plugins add
+``check``, ``publish``, ``runs`` (and ``run show``), ``env`` (and ``doctor``), ``plugins``, ``launch``. Plugins add
 their own commands through the ``register_commands`` hook.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ import click
 
 from .. import __version__
 from .. import plugins as plugin_host
-from . import chat, convert, data, env, launch, plugins, publish, runs, train
+from . import chat, check, convert, data, env, launch, plugins, publish, runs, train
 from ..boundary import user_error
 from ..secrets import setup_logging
 
@@ -46,7 +46,7 @@ def cli(debug: bool) -> None:
 
 
 for _command in (data.data, train.train, convert.convert, convert.templates, chat.chat, chat.eval_cmd,
-                 publish.publish, runs.runs_cmd, runs.run_group, env.env, env.doctor, plugins.plugins_cmd,
+                 check.check, publish.publish, runs.runs_cmd, runs.run_group, env.env, env.doctor, plugins.plugins_cmd,
                  launch.launch):
     cli.add_command(_command)
 runs.run_group.add_command(train.stop)

@@ -18,6 +18,7 @@ from .. import eval as evalapi
 from ..errors import BadInput
 from ..fsutil import atomic_write_text, check_output_file
 from ..output import emit_json, say, table, tqdm_progress
+from ..runs import load_run
 from ..types import GenerationSettings
 from .plugins import PluginOptionsCommand
 
@@ -63,13 +64,13 @@ def _loop(convo: chatapi.Conversation, images: list[str]) -> None:
     """Turns from stdin until /exit or end of input."""
     if sys.stdin.isatty():
         say(HELP_LOOP)
-    pending = list(images)
+    pending = [str(p) for p in convo.prepare(images)]  # encoded or tiled while the first line is typed
     for raw in sys.stdin:
         line = raw.strip()
         if not line:
             continue
         if line.startswith("/image "):
-            pending.append(str(chatapi.check_image(line[len("/image "):].strip())))
+            pending += [str(p) for p in convo.prepare([line[len("/image "):].strip()])]
         elif line == "/clear":
             convo.clear()
             pending = []
@@ -129,6 +130,8 @@ def chat(ctx: click.Context, model: str | None, images: tuple[str, ...], message
     options = _plugin_options(ctx, model, backend, _backend_options(base_url, engine, tp, session_len, device),
                               plugin_options, opts)
     with _open(model, model_name, backend, options, settings) as convo:
+        if convo.engine:
+            say(f"engine: {convo.engine} ({convo.backend} backend)")
         if message is not None:
             if as_json:
                 convo.answer(message, checked)
@@ -178,6 +181,9 @@ def eval_cmd(ctx: click.Context, models: tuple[str, ...], data: str, limit: int 
         say(f"note: {note}")
     say(f"recorded as run {report['run_id']} ({report['task']}, {report['n']} items; every reply in "
         f"{evalapi.eval_file(report['run_id'])})")
+    for speed in load_run(report["run_id"]).data.get("throughput") or []:
+        say(f"throughput: {Path(speed['model']).name or speed['model']} {speed['items_per_s'] or 0:.2f} items/s "
+            f"({speed['concurrency']} at once, {speed['seconds']:.1f} s)")
 
 
 def _pct(value: float) -> str:

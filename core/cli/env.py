@@ -40,7 +40,8 @@ def env_use(name: str, python: str) -> None:
 @click.argument("names", nargs=-1)
 @click.option("--json", "as_json", is_flag=True, help="Output JSON.")
 def env_check(names: tuple[str, ...], as_json: bool) -> None:
-    """Versions, GPU visibility and what is missing, per stage environment (NAMES, default: all)."""
+    """Versions, GPU visibility and what is missing, per stage environment (NAMES, default: all); a warning
+    when the environment's torchrun belongs to another Python."""
     report = [stage.check(n).public() for n in (names or stage.names())]
     if as_json:
         emit_json(report)
@@ -52,6 +53,8 @@ def env_check(names: tuple[str, ...], as_json: bool) -> None:
             click.echo(f"  {pkg} {ver or 'MISSING'}")
         if item["fix"]:
             click.echo(f"  fix: {item['fix']}")
+        for warning in item["warnings"]:
+            click.echo(f"  warning: {warning}")
 
 
 # ------------------------------------------------------------------ doctor

@@ -28,7 +28,8 @@ def _human(n: int) -> str:
 @click.option("--to", "targets", multiple=True, required=True, metavar="NAME:TARGET",
               help="hf:ORG/NAME, modelscope:ORG/NAME, openxlab:OWNER/NAME, git:URL or a plugin's NAME:TARGET "
                    "(repeatable; `vlhub plugins` lists the publishers).")
-@click.option("--private", is_flag=True, help="Create new repositories as private.")
+@click.option("--private", is_flag=True, help="Create new repositories as private; an existing public one is "
+              "refused unless --make-private.")
 @click.option("--dry-run", is_flag=True, help="Only preflight: list what would be sent, send nothing.")
 @click.option("--via", type=click.Choice(["api", "git"]), help="hf/modelscope: the SDK (default) or git + LFS.")
 @click.option("--message", "-m", help="Commit message.")
@@ -36,13 +37,16 @@ def _human(n: int) -> str:
 @click.option("--overwrite-card", is_flag=True, help="Replace a README.md on the remote that vlhub did not write.")
 @click.option("--follow-symlinks", is_flag=True,
               help="Send the files that symbolic links leading outside the folder point to (refused otherwise).")
+@click.option("--skip-serve-check", is_flag=True,
+              help="Publish even though the folder's last `vlhub check` failed (refused otherwise).")
 @click.option("--opt", "opts", multiple=True, metavar="KEY=VALUE",
               help="A publisher's own option (repeatable); each is also a flag --NAME of its own.")
 @click.option("--json", "as_json", is_flag=True, help="Output JSON.")
 @click.pass_context
 def publish(ctx: click.Context, folder: Path, targets: tuple[str, ...], private: bool, dry_run: bool,
             via: str | None, message: str | None, require_keyword: str | None, overwrite_card: bool,
-            follow_symlinks: bool, opts: tuple[str, ...], as_json: bool, **plugin_options: Any) -> None:
+            follow_symlinks: bool, skip_serve_check: bool, opts: tuple[str, ...], as_json: bool,
+            **plugin_options: Any) -> None:
     """Publish a model folder to Hugging Face, ModelScope, OpenXLab, any git + LFS remote or a plugin's target.
 
     Every target is checked first (files, LFS, token, name); a failing target does not
@@ -51,7 +55,8 @@ def publish(ctx: click.Context, folder: Path, targets: tuple[str, ...], private:
     from .. import publish as core
 
     options = {"private": private, "via": via, "message": message, "require_keyword": require_keyword,
-               "overwrite_card": overwrite_card, "follow_symlinks": follow_symlinks}
+               "overwrite_card": overwrite_card, "follow_symlinks": follow_symlinks,
+               "skip_serve_check": skip_serve_check}
     options.update(ctx.command.given(plugin_options, [t.partition(":")[0] for t in targets], opts))
     progress, close = tqdm_progress(enabled=not as_json)
 
@@ -84,6 +89,10 @@ def _show(result, dry_run: bool) -> None:  # type: ignore[no-untyped-def]
                  "remote": "same (skipped)" if f.on_remote else "send"} for f in pre.files]
         say(f"{result.target}:\n" + table(rows, ["file", "size", "lfs", "remote"]))
         say(f"  to send: {_human(pre.bytes_to_send)}")
+    if pre is not None and pre.checks.get("visibility"):
+        from ..publishing.access import VISIBILITY
+
+        say(f"  repository: {VISIBILITY.get(pre.checks['visibility'], pre.checks['visibility'])}")
     if pre is not None:
         for warning in pre.checks.get("warnings") or []:
             say(warning)
@@ -92,6 +101,10 @@ def _show(result, dry_run: bool) -> None:  # type: ignore[no-untyped-def]
             say(f"  model card: base model {base} ({pre.checks.get('card_base_model_from', '')})")
         for note in pre.checks.get("card_notes") or []:
             say(f"  {note}")
+        if pre.checks.get("serve_check"):
+            from ..serve_check import summary
+
+            say(f"  {summary(pre.checks['serve_check'])}")
     if result.error:
         say(f"Error: {result.error}")
     elif result.published is not None:

@@ -30,6 +30,10 @@ def _click_option(opt: Option) -> click.Option:
                         help=opt.help + default)
 
 
+#: ``--trainer``'s help, followed by each registered trainer's description (what it trains).
+TRAINER_HELP = "Trainer plugin; the flags below are its settings (`vlhub train --trainer NAME --help`)."
+
+
 def _trainer_in(args: Sequence[str]) -> str:
     """The ``--trainer`` value among the command's arguments (before they are parsed), else the default."""
     for n, arg in enumerate(args):
@@ -52,6 +56,10 @@ class TrainerCommand(click.Command):
         """
         fixed = [p for p in self.params if not getattr(p, "from_trainer", False)]
         taken = {p.name for p in fixed}
+        for param in fixed:  # which models each registered trainer trains (its description says)
+            if param.name == "trainer" and isinstance(param, click.Option):
+                param.help = TRAINER_HELP + " " + "; ".join(
+                    f"{name}: {impl.description}" for name, impl in trainapi.trainers().items()) + "."
         trainer = _trainer_in(args)
         added = []
         for opt in trainapi.options(trainer):
@@ -82,14 +90,18 @@ def _say_plan(plan: TrainPlan) -> None:
         say(f"step:    one CPU training step, loss {ds['step']['loss']:.4f} ({ds['step']['attention']} attention)")
     for note in plan.warnings:
         say(f"note:    {note}")
+    board = ds.get("environment", {}).get("tracking", {}).get("tensorboard")
+    if board:
+        say(f"tensorboard: tensorboard --logdir {board}")
 
 
 @click.command(cls=TrainerCommand)
-@click.option("--model", type=click.Path(path_type=Path), help="InternVL2 model folder.")
+@click.option("--model", type=click.Path(path_type=Path), help="InternVL model folder (which ones each trainer "
+              "trains: see --trainer).")
 @click.option("--data", type=click.Path(path_type=Path), help="Prepared data folder (or a LLaVA-style JSON file).")
 @click.option("--resume", "resume_id", metavar="RUN_ID", help="Resume a run from its last complete checkpoint.")
 @click.option("--trainer", default=trainapi.DEFAULT_TRAINER, show_default=True,
-              help="Trainer plugin; the flags below are its settings (`vlhub train --trainer NAME --help`).")
+              help=TRAINER_HELP)
 @click.option("--dry-run", is_flag=True, help="Write the config and check the data, but do not start.")
 @click.option("--json", "as_json", is_flag=True, help="Output JSON.")
 def train(model: Path | None, data: Path | None, resume_id: str | None, trainer: str, dry_run: bool,

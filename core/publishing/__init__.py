@@ -27,6 +27,10 @@ module                    what it offers
                           git-host publisher in two calls
 :mod:`.public`            :func:`public_provenance`: the published ``vlhub_provenance.json``
                           without local paths
+:mod:`.access`            who may write where: :class:`~.access.Identity`,
+                          :func:`~.access.require_write`, :func:`~.access.visibility`,
+                          :func:`~.access.hub_errors` (an SDK's HTTP answers as keyed lines),
+                          :func:`~.access.check_git_access` (``ls-remote`` and the push service)
 ========================= ==================================================================
 
 Importing this package is light (standard library, filelock); GitPython loads when a git

@@ -78,7 +78,5 @@ def split_repo_id(hub: str, repo_id: str, example: str) -> tuple[str, str]:
     parts = repo_id.split("/")
     if len(parts) != 2 or not all(_PART.match(p) for p in parts) or ".." in repo_id or "--" in repo_id \
             or repo_id.endswith(".git"):
-        raise BadInput(f"{hub}: {repo_id!r} is not a valid repository name",
-                       f"use OWNER/NAME with letters, digits, '-', '_' or '.', not starting or ending with "
-                       f"'-' or '.', e.g. {hub}:{example}")
+        raise BadInput("publish.bad_repo_name", hub=hub, repo=repr(repo_id), example=example)
     return parts[0], parts[1]

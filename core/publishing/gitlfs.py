@@ -31,10 +31,12 @@ the child's environment: never in a URL, argv, the staging's config, or an error
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
 import tempfile
+import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,7 +48,7 @@ from vlhub.core.net import with_git_config
 from vlhub.core.secrets import looks_like_token, redact, remember, strip_userinfo
 
 from . import folder as fld
-from .hashing import parse_pointer
+from .hashing import HashCache, Hasher, parse_pointer
 from .plan import RemoteFile
 
 if TYPE_CHECKING:
@@ -55,6 +57,9 @@ if TYPE_CHECKING:
 _HELPER = ('!f() { test "$1" = get || exit 0; echo "username=${VLHUB_GIT_USERNAME}"; '
            'echo "password=${VLHUB_GIT_PASSWORD}"; }; f')
 _STALE_LOCKS = ("index.lock", "config.lock", "HEAD.lock", "packed-refs.lock", "shallow.lock")
+#: The staging's settings (``git config``); ``lfs.concurrenttransfers``: PUTs one ``git lfs push`` runs at once.
+_CONFIG = (("lfs.locksverify", "false"), ("core.autocrlf", "false"), ("gc.auto", "0"),
+           ("lfs.concurrenttransfers", "4"))
 
 
 @dataclass(frozen=True)
@@ -140,7 +145,8 @@ class Stage:
 
     ``dir`` is ``$VLHUB_HOME/publish/<sha256(folder, url)[:16]>`` (the lock, the hash cache,
     logs); ``git_dir`` its ``git`` folder. One object serves a preflight and the publish of
-    its plan: it is set up once (:meth:`setup`). Every method that runs git raises
+    its plan: it is set up once (:meth:`setup`), and the hashing its preflight starts
+    (:meth:`start_hashing`) is what its publish consumes (``hasher``). Every method that runs git raises
     :class:`~vlhub.core.errors.VlhubError` with one redacted line (:func:`git_error`) on failure.
 
     Raises:
@@ -161,6 +167,29 @@ class Stage:
         self._ready = False
         self._local: tuple[Path | None] | None = None
         self._endpoint: tuple[str, dict[str, str]] | None = None
+        self._asking: threading.Thread | None = None
+        self._trees: dict[str, dict[str, tuple[str, str, str]]] = {}
+        self.hasher: Hasher | None = None
+
+    def start_hashing(self, files: list[fld.LocalFile]) -> Hasher:
+        """Start hashing, on background threads, the LFS files (``LocalFile.lfs``) the hash cache lacks.
+
+        A preflight calls this first, so that the weights are hashed while it reads the
+        remote; :func:`vlhub.core.publishing.lfs.send` takes the results (``self.hasher``).
+        Calling it again (an earlier step of the preflight started it) adds to the same hashing.
+
+        Args:
+            files: the scanned files.
+
+        Returns:
+            The started :class:`~vlhub.core.publishing.hashing.Hasher` (also ``self.hasher``).
+        """
+        cache = HashCache(self.dir / "hashes.json")
+        todo = [f for f in files if f.lfs and cache.get(f) is None]
+        if self.hasher is None or self.hasher.cancelled:
+            self.hasher = Hasher(self.folder)
+        self.hasher.add(todo)  # a second call (an earlier step started it) keeps what is under way
+        return self.hasher
 
     # ------------------------------------------------------------ plumbing
     def env(self) -> dict[str, str]:
@@ -213,12 +242,19 @@ class Stage:
             os.replace(partial, self.git_dir)
         for name in _STALE_LOCKS:
             (self.git_dir / name).unlink(missing_ok=True)
-        self.run("lfs", "install", "--local", "--skip-smudge")
-        for key, value in (("lfs.locksverify", "false"), ("core.autocrlf", "false"), ("gc.auto", "0"),
-                           ("lfs.concurrenttransfers", "4")):
-            self.run("config", key, value)
-        remotes = self.run("remote").split()
-        self.run("remote", "set-url" if "origin" in remotes else "add", "origin", self.remote.url)
+        # the settings and ``origin`` are written once per staging, in this process (a marker records them).
+        # No `git lfs install`: nothing here runs the LFS filters (blobs are written with --no-filters, the
+        # push skips the hooks) and `git lfs push --object-id` needs neither.
+        marker, wanted = self.git_dir / "vlhub-setup.json", json.dumps([self.remote.url, _CONFIG])
+        if not marker.is_file() or marker.read_text(errors="replace") != wanted:
+            from git.config import GitConfigParser
+
+            with GitConfigParser(str(self.git_dir / "config"), read_only=False) as config:
+                for key, value in _CONFIG:
+                    config.set_value(*key.rsplit(".", 1), value)
+                config.set_value('remote "origin"', "url", self.remote.url)
+                config.set_value('remote "origin"', "fetch", "+refs/heads/*:refs/remotes/origin/*")
+            marker.write_text(wanted)
         info = self.git_dir / "info"
         info.mkdir(exist_ok=True)
         (info / "exclude").write_text("".join(f"/{d}/\n" for d in sorted(fld.SKIP_DIRS)) +
@@ -248,20 +284,35 @@ class Stage:
                 else sorted(refs)[0].removeprefix("refs/heads/")
         state = RemoteState(branch, refs.get(f"refs/heads/{branch}"))
         if state.head:
-            self.run("fetch", "-q", "--no-tags", "origin", f"+refs/heads/{branch}:refs/remotes/origin/{branch}",
-                     what="fetching the remote")
+            if not self._has_commit(state.head):  # a re-publish has it already (pushed from here, or fetched)
+                self.run("fetch", "-q", "--no-tags", "origin", f"+refs/heads/{branch}:refs/remotes/origin/{branch}",
+                         what="fetching the remote")
             state.entries = self._tree_entries(state.head, state.links, state.sizes)
         return state
 
+    def _has_commit(self, sha: str) -> bool:
+        """The staging holds commit ``sha`` (and so its trees and blobs: fetch and commit write them first)."""
+        try:
+            self.run("cat-file", "-e", f"{sha}^{{commit}}")
+        except VlhubError:
+            return False
+        return True
+
     def tree(self, treeish: str) -> dict[str, tuple[str, str]]:
         """Every blob of a tree or commit: ``path -> (mode, sha)``."""
-        found = {}
-        for line in self.run("ls-tree", "-r", "-z", treeish).split("\0"):
-            meta, _, path = line.partition("\t")
-            fields = meta.split()
-            if len(fields) == 3 and fields[1] == "blob":
-                found[path] = (fields[0], fields[2])
-        return found
+        return {path: (mode, sha) for path, (mode, sha, _size) in self._listing(treeish).items()}
+
+    def _listing(self, treeish: str) -> dict[str, tuple[str, str, str]]:
+        """``path -> (mode, sha, size)`` of every blob (``ls-tree -r -l``; one run per tree: git objects never change)."""
+        if treeish not in self._trees:
+            found = {}
+            for line in self.run("ls-tree", "-r", "-l", "-z", treeish).split("\0"):
+                meta, _, path = line.partition("\t")
+                fields = meta.split()
+                if len(fields) == 4 and fields[1] == "blob":
+                    found[path] = (fields[0], fields[2], fields[3])
+            self._trees[treeish] = found
+        return self._trees[treeish]
 
     def _tree_entries(self, commit: str, links: set[str], sizes: dict[str, int]) -> dict[str, tuple[str, str | None]]:
         entries: dict[str, tuple[str, str | None]] = {}
@@ -406,11 +457,9 @@ class Stage:
                              "rerun the publish (a file may have changed during it); report this bug if it repeats")
 
     def _refuse_big_blobs(self, tree: str) -> None:
-        for line in self.run("ls-tree", "-r", "-l", "-z", tree).split("\0"):
-            meta, _, path = line.partition("\t")
-            fields = meta.split()
-            if len(fields) == 4 and fields[3].isdigit() and int(fields[3]) > fld.BIG_FILE:
-                raise VlhubError(f"{path} would be committed as a plain git blob ({fields[3]} bytes), not through LFS",
+        for path, (_mode, _sha, size) in self._listing(tree).items():
+            if size.isdigit() and int(size) > fld.BIG_FILE:
+                raise VlhubError(f"{path} would be committed as a plain git blob ({size} bytes), not through LFS",
                                  "report this bug; nothing was pushed")
 
     def commit(self, state: RemoteState, tree: str, message: str) -> str | None:
@@ -421,6 +470,8 @@ class Stage:
         if state.head:
             args += ["-p", state.head]
         commit = self.run(*args, what="git commit").strip()
+        if tree in self._trees:  # the commit's tree, listed already
+            self._trees[commit] = self._trees[tree]
         self.run("update-ref", f"refs/heads/{state.branch}", commit)
         self.run("symbolic-ref", "HEAD", f"refs/heads/{state.branch}")
         return commit
@@ -448,18 +499,19 @@ class Stage:
     def changed_paths(self, state: RemoteState, commit: str) -> list[str]:
         """The paths ``commit`` adds or changes against the remote head."""
         if not state.head:
-            return [p for p in self.run("ls-tree", "-r", "--name-only", "-z", commit).split("\0") if p]
+            return list(self._listing(commit))
         return [p for p in self.run("diff-tree", "-r", "--name-only", "-z", state.head, commit).split("\0") if p]
 
     def commit_author(self) -> dict[str, str]:
         """Author and committer for the staging's commits: the user's git identity, else ``vlhub``."""
+        try:  # one run for both (exit 1 when neither is set)
+            out = self.run("config", "--get-regexp", r"^user\.(name|email)$")
+        except VlhubError:
+            out = ""
+        found = dict(line.partition(" ")[::2] for line in out.splitlines())
         env = {}
         for var, key in (("NAME", "user.name"), ("EMAIL", "user.email")):
-            try:
-                value = self.run("config", key).strip()
-            except VlhubError:
-                value = ""
-            value = value or ("vlhub" if var == "NAME" else "vlhub@localhost")
+            value = found.get(key, "").strip() or ("vlhub" if var == "NAME" else "vlhub@localhost")
             env[f"GIT_AUTHOR_{var}"] = env[f"GIT_COMMITTER_{var}"] = value
         return env
 
@@ -481,12 +533,34 @@ class Stage:
 
         http(s): the credential helper's user and token as Basic auth. ssh: the ``href`` and
         ``header`` that ``ssh HOST git-lfs-authenticate PATH download`` answers (the Git LFS
-        SSH authentication of the server-discovery spec). Asked once per staging object.
+        SSH authentication of the server-discovery spec). Asked once per staging object
+        (:meth:`ask_lfs_endpoint` may have asked already, on a thread).
         """
+        if self._asking is not None:
+            self._asking.join()
+            self._asking = None
+        if self._endpoint is None:
+            self._endpoint = self._ask_endpoint()
+        return self._endpoint
+
+    def ask_lfs_endpoint(self) -> None:
+        """Start asking for :meth:`lfs_endpoint` on a thread (it is needed after the upload; a failure is
+        raised by :meth:`lfs_endpoint`, which asks again). Nothing to ask for a local remote."""
+        if self._endpoint is not None or self._asking is not None or self.local_remote() is not None:
+            return
+
+        def ask() -> None:
+            try:
+                self._endpoint = self._ask_endpoint()
+            except Exception:  # asked again by lfs_endpoint, which raises it to the publish
+                pass
+
+        self._asking = threading.Thread(target=ask, name="vlhub-lfs-env", daemon=True)
+        self._asking.start()
+
+    def _ask_endpoint(self) -> tuple[str, dict[str, str]]:
         from .lfs import basic_auth
 
-        if self._endpoint is not None:
-            return self._endpoint
         env = self.run("lfs", "env", what="git lfs env")
         endpoint = next((line[9:].split(" (auth=", 1)[0] for line in env.splitlines()
                          if line.startswith("Endpoint=")), "")
@@ -494,16 +568,14 @@ class Stage:
             raise VlhubError(f"git lfs env names no LFS endpoint for {redact(self.remote.url)}",
                              "check the remote URL (and any lfs.url setting in the folder's .lfsconfig)")
         if urlsplit(self.remote.url).scheme in ("http", "https") or not _ssh_target(self.remote.url):
-            self._endpoint = endpoint, basic_auth(self.remote.username, self.remote.token)
-        else:
-            self._endpoint = _ssh_authenticate(self.remote.url, lfs_env(self))
-        return self._endpoint
+            return endpoint, basic_auth(self.remote.username, self.remote.token)
+        return _ssh_authenticate(self.remote.url, lfs_env(self))
 
     def cleanup(self) -> None:
         """Drop the links into the model folder once the objects are on the server."""
         shutil.rmtree(self.git_dir / "lfs" / "objects", ignore_errors=True)
         shutil.rmtree(self.dir / "blobs", ignore_errors=True)
-        for log in self.dir.glob("lfs-progress-*.log"):
+        for log in self.dir.glob("lfs-progress-*"):
             log.unlink(missing_ok=True)
 
 

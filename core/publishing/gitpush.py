@@ -74,8 +74,11 @@ def preflight(job: GitJob, options: Mapping[str, Any], progress: ProgressCallbac
               plan: PublishPlan | None = None, remote_exists: bool = True) -> PublishPlan:
     """What would be sent to ``job.remote``; sends and changes nothing.
 
-    Hashes uncached LFS files only for a dry run (``options["dry_run"]``): the real publish
-    hashes each once, as it sends.
+    Starts hashing the uncached LFS files at once, on background threads
+    (:meth:`~vlhub.core.publishing.gitlfs.Stage.start_hashing`), so that hashing overlaps the
+    reading of the remote: a dry run (``options["dry_run"]``) waits for them (its table is
+    exact); a real publish takes them as they finish, uploading each as soon as it is hashed.
+    The hashing stops when the plan has problems.
 
     Args:
         job: the target.
@@ -101,6 +104,20 @@ def preflight(job: GitJob, options: Mapping[str, Any], progress: ProgressCallbac
     if plan.problems:
         return plan
     stage = job.stage = job.stage or Stage(job.folder, job.remote)
+    hasher = stage.start_hashing(plan.sources)
+    try:
+        _plan(stage, job, plan, options, progress, remote_exists)
+    except BaseException:
+        hasher.cancel()
+        raise
+    if plan.problems:
+        hasher.cancel()
+    return plan
+
+
+def _plan(stage: Stage, job: GitJob, plan: PublishPlan, options: Mapping[str, Any],
+          progress: ProgressCallback | None, remote_exists: bool) -> None:
+    """The locked part of :func:`preflight`: the remote, the LFS decision, the generated files, the table."""
     total = sum(f.size for f in plan.sources if f.lfs)
     done = [0]
 
@@ -111,6 +128,8 @@ def preflight(job: GitJob, options: Mapping[str, Any], progress: ProgressCallbac
 
     with FileLock(str(stage.dir / "lock")):
         stage.setup()
+        if not options.get("dry_run") and any(f.lfs for f in plan.sources):
+            stage.ask_lfs_endpoint()  # needed after the upload: asked meanwhile
         state = stage.remote_state() if remote_exists else None
         remote_attributes = stage.read_remote(state, ".gitattributes") if state is not None else None
         tracked, attributes = stage.lfs_paths(plan.sources, remote_attributes)
@@ -122,12 +141,14 @@ def preflight(job: GitJob, options: Mapping[str, Any], progress: ProgressCallbac
                                  "rules that unset filter for them (or rename them), then rerun")
         plan.sources = [replace(f, lfs=f.lfs or f.path in tracked) for f in plan.sources]
         plan.extras = _extras(stage, job, plan, state, attributes)
-        plan_files(plan, state.files() if state else {}, HashCache(stage.dir / "hashes.json"),
+        cache = HashCache(stage.dir / "hashes.json")
+        if options.get("dry_run") and not plan.problems and stage.hasher is not None:
+            cache.take(stage.hasher, plan.folder, plan.sources, lambda n, _total: hashed(n - done[0]))
+        plan_files(plan, state.files() if state else {}, cache,
                    hash_all=bool(options.get("dry_run")), lfs_as_planned=True, progress=hashed)
     plan.remote = state
     if state is not None:
         plan.checks.update(branch=state.branch, remote_head=state.head or "", token_accepted=True)
-    return plan
 
 
 def _extras(stage: Stage, job: GitJob, plan: PublishPlan, state: RemoteState | None,
@@ -189,7 +210,10 @@ def publish(plan: PublishPlan, options: Mapping[str, Any], progress: ProgressCal
 
         sources = [f for f in plan.sources if f.path not in plan.extras]
         lfs_files = [f for f in sources if f.lfs]
-        sent = lfsupload.send(stage, lfs_files, cache, state.oids, report, rerun=rerun)
+        sent = lfsupload.send(stage, lfs_files, cache, state.oids, report, rerun=rerun, hasher=stage.hasher)
+        if not sent.objects_sent and plan.files and all(p.on_remote for p in plan.files):
+            stage.cleanup()  # every planned file is on the remote as planned: the tree would be the remote's
+            return Published(job.label, job.web_url, state.head or "", 0, 0, changed=False)
         pointers = {f.path: lfs_pointer(sent.oids[f.path], f.size) for f in lfs_files}
         regular = {f.path: f.source(plan.folder) for f in sources if not f.lfs}
         tree = stage.build_tree(state, regular, pointers, plan.extras)

@@ -1,19 +1,25 @@
 """Hash LFS files, upload them, and make sure the server stores every one (public: :func:`send`).
 
-Files whose hash is cached are not read again. Each hashed file is linked (not copied)
-into the staging's LFS store; once every file is hashed, the objects the remote lacks go
-in one ``git lfs push`` (``lfs.concurrenttransfers`` PUTs in flight). Measured on a local
-server, uploading each shard while the next one is hashed took twice as long: the
-server's disk writes slowed down for the whole upload. git-lfs asks the server first and
+Files whose hash is cached are not read again. The others are hashed on background threads
+(:class:`~vlhub.core.publishing.hashing.Hasher`, one file per usable CPU core, smallest
+first; a publish starts it at its preflight, so hashing overlaps the preflight's round trips),
+and each object the remote lacks is uploaded as soon as its file is hashed, while the others
+are still being hashed: a ``git lfs push --object-id`` per group of objects ready at that
+moment, at most :data:`TRANSFERS` objects in flight (git-lfs's own ``lfs.concurrenttransfers``
+default is 8; each push runs its objects concurrently). Each hashed file is linked (not
+copied) into the staging's LFS store for git-lfs to read. git-lfs asks the server first and
 skips objects it already has: that makes an interrupted publish resume where it stopped.
+Every file is read twice at most: once to hash it, once to send it (the Git LFS batch API
+needs an object's oid before its upload can start; the second read usually comes from the
+page cache, as the upload follows the hash).
 
 A local remote (``file://`` or a path) gets a real copy of each object, written here
 (hashed while copied), never a hard link or a symbolic link into the model folder (git-lfs's
 own local transfer hard-links the store's entry, which here is a link to your file).
 
 After the upload nothing is trusted: each file's size, mtime and inode are checked right
-before and right after it is sent (a file changed meanwhile stops the publish before the
-commit), and the server is asked, with the Git LFS batch API (``operation: download``;
+after it is hashed and after every upload (a file changed meanwhile stops the publish before
+the commit), and the server is asked, with the Git LFS batch API (``operation: download``;
 github.com/git-lfs/git-lfs/blob/main/docs/api/batch.md), whether it holds every object the
 commit will point to. git-lfs exits 0 when the server rejects an object (422, content does
 not match its oid) or loses it; that check is what makes such a publish fail (exit 1)
@@ -37,12 +43,18 @@ from vlhub.core.secrets import redact
 
 from .folder import LocalFile, changed_during_upload, changed_error
 from .gitlfs import Stage, git_error, lfs_env
-from .hashing import CHUNK, HashCache, sha256_file
+from .hashing import CHUNK, HashCache, Hasher
 
 #: ``(stage, done, total)`` byte counts; stage is "hash" or "upload".
 ByteProgress = Callable[[str, int, int], None]
 #: Objects per ``git lfs push`` call (keeps the command line short) and per batch API request.
 _BATCH = 64
+#: LFS objects uploaded at once (over all ``git lfs push`` processes): each shard is one PUT.
+TRANSFERS = 4
+#: Seconds between two looks at the upload processes while files are still being hashed.
+_POLL = 0.05
+#: Seconds between two progress reports.
+_REPORT = 0.5
 _LFS_JSON = "application/vnd.git-lfs+json"
 
 
@@ -56,17 +68,23 @@ class LfsResult:
 
 
 def send(stage: Stage, files: list[LocalFile], cache: HashCache, on_remote: set[str],
-         progress: ByteProgress | None = None, *, rerun: str = "vlhub publish") -> LfsResult:
+         progress: ByteProgress | None = None, *, rerun: str = "vlhub publish",
+         hasher: Hasher | None = None) -> LfsResult:
     """Hash (where needed) every LFS file, upload those whose object the remote lacks, check the server holds all.
+
+    Uploads start as soon as each file is hashed (see the module's description), so the
+    time is about the slower of hashing and uploading, not their sum.
 
     Args:
         stage: the set-up staging repository (its ``origin`` is the remote).
         files: the LFS files to send (each read from ``LocalFile.source``).
-        cache: the staging's hash cache (saved, also when hashing is interrupted).
+        cache: the staging's hash cache (saved, also when hashing or the upload fails).
         on_remote: LFS oids the remote's tree already points to (not offered again, but
             checked on the server like the others, and sent if the server lacks them).
         progress: ``(stage, done, total)`` byte counts; stage is ``hash`` or ``upload``.
         rerun: the command that publishes again (the fix shown when a file changed).
+        hasher: the hashing the preflight started (:meth:`Stage.start_hashing`); the files it
+            lacks are added to it. A new one is started when ``None``.
 
     Returns:
         :class:`LfsResult`: path -> oid of every file, bytes and objects sent.
@@ -76,40 +94,64 @@ def send(stage: Stage, files: list[LocalFile], cache: HashCache, on_remote: set[
             upload; rerun ... (nothing was committed)``), the upload failed, or the server
             does not hold an object after it (one redacted line each, exit code 1); rerunning
             resumes, since only the objects the server lacks are sent.
+        OSError: a file cannot be read.
     """
     result = LfsResult()
-    hash_total = sum(f.size for f in files if cache.get(f) is None)
-    hashed = 0
-
-    def count(n: int) -> None:
-        nonlocal hashed
-        hashed += n
-        if progress:
-            progress("hash", hashed, hash_total)
-
-    todo: list[tuple[str, int, str]] = []
+    uploads = _Uploads(stage, progress, rerun)
+    wanted = {f.path: f for f in files}
+    hasher = hasher if hasher is not None else Hasher(stage.folder)
     try:
         for f in files:
             oid = cache.get(f)
-            if oid is None:
-                oid = sha256_file(f.source(stage.folder), count)
-                changed_during_upload(stage.folder, [f], rerun)  # the hash is the planned file's
-                cache.put(f, oid)
-            result.oids[f.path] = oid
-            if oid not in on_remote:
-                todo.append((oid, f.size, str(f.source(stage.folder))))
+            if oid is not None:
+                result.oids[f.path] = oid
+                if oid not in on_remote:
+                    uploads.add(oid, f)
+        unhashed = [f for f in files if f.path not in result.oids]
+        hasher.add(unhashed)
+        uploads.expect(sum(f.size for f in unhashed))
+        last = 0.0
+        while len(result.oids) < len(wanted) or uploads.active:
+            if len(result.oids) < len(wanted):
+                if not hasher.busy:  # its results went elsewhere (a hasher shared with another send)
+                    hasher = Hasher(stage.folder, [f for f in files if f.path not in result.oids])
+                for f, oid in hasher.finished(timeout=_POLL):
+                    if f.path not in wanted or f.path in result.oids:
+                        continue
+                    changed_during_upload(stage.folder, [wanted[f.path]], rerun)  # the hash is the planned file's
+                    cache.put(wanted[f.path], oid)
+                    result.oids[f.path] = oid
+                    uploads.expect(-f.size)
+                    if oid not in on_remote:
+                        uploads.add(oid, wanted[f.path])
+                if progress and len(result.oids) == len(wanted):
+                    progress("hash", hasher.total, hasher.total)
+            else:
+                uploads.wait(_REPORT)
+            uploads.pump()
+            if progress and time.monotonic() - last >= _REPORT:
+                last = time.monotonic()
+                if len(result.oids) < len(wanted):
+                    progress("hash", hasher.hashed, hasher.total)
+                uploads.report()
+        uploads.report()
+        changed_during_upload(stage.folder, files, rerun)
+    except BaseException:
+        hasher.cancel()
+        uploads.stop()
+        changed_during_upload(stage.folder, files, rerun)  # a file changed mid-upload explains a failure best
+        raise
     finally:
         cache.save()
+    result.bytes_sent, result.objects_sent = uploads.sent, uploads.objects
     paths = {result.oids[f.path]: f.path for f in files}
-    result.bytes_sent, result.objects_sent = _upload(stage, files, todo, paths, progress, rerun)
-    wanted = {result.oids[f.path]: f.size for f in files}
-    missing = missing_objects(stage, wanted)
-    again = [(result.oids[f.path], f.size, str(f.source(stage.folder))) for f in files
-             if result.oids[f.path] in missing and result.oids[f.path] in on_remote]
+    wanted_oids = {result.oids[f.path]: f.size for f in files}
+    missing = missing_objects(stage, wanted_oids)
+    again = [f for f in files if result.oids[f.path] in missing and result.oids[f.path] in on_remote]
     if again:  # the remote's tree points to objects its server lacks (an earlier, broken upload): send them
-        sent, objects = _upload(stage, files, list(dict.fromkeys(again)), paths, progress, rerun)
+        sent, objects = _upload(stage, files, [(result.oids[f.path], f) for f in again], progress, rerun)
         result.bytes_sent, result.objects_sent = result.bytes_sent + sent, result.objects_sent + objects
-        missing = missing_objects(stage, {oid: wanted[oid] for oid in missing})
+        missing = missing_objects(stage, {oid: wanted_oids[oid] for oid in missing})
     if missing:
         names = sorted(paths[oid] for oid in missing)
         for f in files:  # a rerun hashes them again: their content may differ from the cached oid
@@ -123,47 +165,127 @@ def send(stage: Stage, files: list[LocalFile], cache: HashCache, on_remote: set[
     return result
 
 
-def _upload(stage: Stage, files: list[LocalFile], todo: list[tuple[str, int, str]], paths: Mapping[str, str],
+def _upload(stage: Stage, files: list[LocalFile], items: list[tuple[str, LocalFile]],
             progress: ByteProgress | None, rerun: str) -> tuple[int, int]:
-    """Send ``todo`` (oid, size, file to read), checking the files right before and right after; bytes, objects."""
+    """Send ``items`` (oid, file) whose files are hashed already, checking the files before and after; bytes, objects."""
     changed_during_upload(stage.folder, files, rerun)
-    total = sum(size for _, size, _ in todo)
-    sent = objects = 0
-    local = stage.local_remote()
+    uploads = _Uploads(stage, progress, rerun)
     try:
-        for start in range(0, len(todo), _BATCH):
-            batch = todo[start:start + _BATCH]
-            n, k = _copy(stage, local, batch, paths, sent, total, progress, rerun) if local is not None \
-                else _push(stage, batch, sent, total, progress)
-            sent, objects = sent + n, objects + k
-    except (VlhubError, OSError):
-        changed_during_upload(stage.folder, files, rerun)  # a file changed mid-upload explains the failure best
+        for oid, f in items:
+            uploads.add(oid, f)
+        while uploads.active:
+            uploads.pump()
+            uploads.wait(_REPORT)
+        uploads.report()
+    except BaseException:
+        uploads.stop()
+        changed_during_upload(stage.folder, files, rerun)
         raise
     changed_during_upload(stage.folder, files, rerun)
-    return sent, objects
+    return uploads.sent, uploads.objects
 
 
-def _push(stage: Stage, items: list[tuple[str, int, str]], before: int, total: int,
-          progress: ByteProgress | None) -> tuple[int, int]:
-    """One ``git lfs push --object-id`` of ``items`` (oid, size, file to read); bytes and objects sent."""
-    for oid, _, source in items:
-        _link(stage, oid, Path(source))
-    log = stage.dir / "lfs-progress-push.log"
-    log.unlink(missing_ok=True)
-    env = {**lfs_env(stage), "GIT_LFS_PROGRESS": str(log)}
-    proc = subprocess.Popen(["git", "lfs", "push", "--object-id", "origin", *[i[0] for i in items]],
-                            env=env, cwd=stage.dir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    while proc.poll() is None:
-        time.sleep(0.2)
-        if progress:
-            progress("upload", before + _sent(log, finished=False)[0], total)
-    stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-    if proc.returncode != 0:
-        raise git_error("git lfs push", stderr, stage.remote.url)
-    sent, objects = _sent(log, finished=True)
-    if progress:
-        progress("upload", before + sent, total)
-    return sent, objects
+@dataclass
+class _Push:
+    """One running ``git lfs push``: its process, progress log, stderr file and objects."""
+
+    proc: subprocess.Popen
+    log: Path
+    err: Path
+    items: list[tuple[str, int, str]]
+
+
+class _Uploads:
+    """Objects sent as they are added: ``git lfs push`` processes (at most :data:`TRANSFERS` objects in
+    flight), or copies into a local remote's store. :meth:`pump` starts and reaps; errors are raised there."""
+
+    def __init__(self, stage: Stage, progress: ByteProgress | None, rerun: str) -> None:
+        self.stage, self.progress, self.rerun = stage, progress, rerun
+        self.local = stage.local_remote()
+        self.queued: list[tuple[str, int, str]] = []
+        self.seen: set[str] = set()
+        self.paths: dict[str, str] = {}
+        self.running: list[_Push] = []
+        self.sent = self.objects = self.total = self.unknown = 0
+        self.count = 0
+
+    @property
+    def active(self) -> bool:
+        """Objects are queued or being sent."""
+        return bool(self.queued or self.running)
+
+    def add(self, oid: str, f: LocalFile) -> None:
+        """Queue one object (an oid already added is sent once)."""
+        if oid not in self.seen:
+            self.seen.add(oid)
+            self.paths[oid] = f.path
+            self.queued.append((oid, f.size, str(f.source(self.stage.folder))))
+            self.total += f.size
+
+    def expect(self, size: int) -> None:
+        """Bytes of files still being hashed (they may be sent: counted in the progress total)."""
+        self.unknown += size
+
+    def pump(self) -> None:
+        """Reap finished pushes (raising on a failed one) and start pushes for the queued objects."""
+        for push in [p for p in self.running if p.proc.poll() is not None]:
+            self.running.remove(push)
+            if push.proc.returncode != 0:
+                raise git_error("git lfs push", push.err.read_text(errors="replace"), self.stage.remote.url)
+            sent, objects = _sent(push.log, finished=True)
+            self.sent, self.objects = self.sent + sent, self.objects + objects
+        if self.local is not None and self.queued:
+            items, self.queued = self.queued, []
+            for start in range(0, len(items), _BATCH):
+                sent, objects = _copy(self.stage, self.local, items[start:start + _BATCH], self.paths, self.sent,
+                                      self.total + self.unknown, self.progress, self.rerun)
+                self.sent, self.objects = self.sent + sent, self.objects + objects
+            return
+        free = TRANSFERS - sum(len(p.items) for p in self.running)
+        while self.queued and free > 0:
+            items, self.queued = self.queued[:min(free, _BATCH)], self.queued[min(free, _BATCH):]
+            free -= len(items)
+            self.running.append(self._push(items))
+
+    def _push(self, items: list[tuple[str, int, str]]) -> _Push:
+        """Start one ``git lfs push --object-id`` of ``items`` (oid, size, file to read)."""
+        for oid, _, source in items:
+            _link(self.stage, oid, Path(source))
+        self.count += 1
+        log, err = (self.stage.dir / f"lfs-progress-{self.count}.{ext}" for ext in ("log", "err"))
+        log.unlink(missing_ok=True)
+        env = {**lfs_env(self.stage), "GIT_LFS_PROGRESS": str(log)}
+        with open(err, "wb") as errors:
+            proc = subprocess.Popen(["git", "lfs", "push", "--object-id", "origin", *[i[0] for i in items]],
+                                    env=env, cwd=self.stage.dir, stdout=subprocess.DEVNULL, stderr=errors)
+        return _Push(proc, log, err, items)
+
+    def wait(self, timeout: float) -> None:
+        """Until the first running push ends, at most ``timeout`` seconds (a copy runs in :meth:`pump`)."""
+        if self.running:
+            try:
+                self.running[0].proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+
+    def report(self) -> None:
+        """One ``upload`` progress event: bytes sent (running pushes included) of the bytes to send."""
+        if self.progress:
+            done = self.sent + sum(_sent(p.log, finished=False)[0] for p in self.running)
+            self.progress("upload", done, self.total + self.unknown)
+
+    def stop(self) -> None:
+        """End the pushes this object started (after a failure)."""
+        for push in self.running:
+            if push.proc.poll() is None:
+                push.proc.terminate()
+            try:
+                push.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                push.proc.kill()
+                push.proc.wait()
+        self.running = []
+        self.queued = []
 
 
 def _copy(stage: Stage, git_dir: Path, items: list[tuple[str, int, str]], paths: Mapping[str, str], before: int,

@@ -4,31 +4,68 @@ vlhub starts the server through :mod:`workers/chat_lmdeploy` (TurboMind or the
 PyTorch engine, tensor parallel, session length), waits for its health check and
 then talks to it with the ``openai`` backend's session: streaming and several
 images in any turn come with it. The launcher never imports lmdeploy.
+
+The worker reports the engine LMDeploy chose (``turbomind`` or ``pytorch``: ``engine`` of the session,
+recorded with each answer). Photos are sent no larger than the model's tiling uses (its ``config.json``:
+:class:`chat_tiling.Tiling`), encoded on threads and once per session; ``vlhub eval`` sends up to
+``max_batch_size`` requests at once, which the server batches.
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 from vlhub.core import stage
+from vlhub.core.options import translated
 from vlhub.core.types import GenerationSettings, Option, Turn
 from vlhub.core.worker import WorkerProcess
 
 from ..workers import SERVE_ENV, script
+from ..workers.chat_tiling import Tiling
+from . import labels_zh, reasons
 from .common import lease_args, model_folder, worker_alive
 from .openai_backend import OpenAISession
 
+#: vlhub's server settings, where they differ from ``lmdeploy serve api_server``'s own defaults (docs/chat.md).
+MAX_BATCH_SIZE = 8
+CACHE_MAX_ENTRY_COUNT = 0.4
+
+
+def model_tiling(folder: Path) -> Tiling | None:
+    """The InternVL tiling the model folder's ``config.json`` asks for (``None``: not InternVL's dynamic
+    tiling, or no readable config), which LMDeploy's preprocessor applies to every image."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return Tiling.from_config(config) if isinstance(config, dict) else None
+
 
 class LMDeploySession:
-    """The server's worker plus an OpenAI session on it."""
+    """The server's worker plus an OpenAI session on it; ``engine`` is the engine LMDeploy chose
+    (``turbomind`` or ``pytorch``), ``concurrency`` how many requests it batches (``max_batch_size``)."""
 
-    def __init__(self, worker: WorkerProcess) -> None:
+    def __init__(self, worker: WorkerProcess, tiling: Tiling | None = None, concurrency: int = 1) -> None:
         self.worker = worker
         self.info = worker.wait_for("ready")
-        self.client = OpenAISession(self.info["base_url"], self.info["model"])
+        self.engine = str(self.info.get("engine") or "")
+        self.concurrency = concurrency
+        self.client = OpenAISession(self.info["base_url"], self.info["model"], tiling=tiling, concurrency=concurrency)
+        self.client.stream_options = {"include_usage": True}  # LMDeploy's server sends usage when asked
+
+    @property
+    def finish(self) -> dict[str, Any]:
+        """How the last answer ended: the server's ``finish_reason`` (``reason``) and completion ``tokens``."""
+        return self.client.finish
 
     def reply(self, history: Sequence[Turn], settings: GenerationSettings) -> Iterator[str]:
         """Stream the answer to the last user turn of ``history``."""
         return self.client.reply(history, settings)
+
+    def prepare(self, images: Sequence[str | Path]) -> None:
+        """Start making ``images`` ready to send, in the background (attached before their question)."""
+        self.client.prepare(images)
 
     def alive(self) -> bool:
         """Whether the worker (and so its server) still runs; it stops both when its lease expires."""
@@ -53,23 +90,28 @@ class LMDeployBackend:
     name = "lmdeploy"
     description = "LMDeploy api_server (TurboMind or PyTorch engine) in the serve env; needs an NVIDIA GPU."
     stage_env = SERVE_ENV
-    options = (
+    options = translated((
         Option("engine", "turbomind (falls back to pytorch when unsupported) or pytorch.",
-               choices=("turbomind", "pytorch"), default="turbomind"),
-        Option("tp", "Tensor parallel: GPUs per model.", int, default=1),
-        Option("session_len", "Longest conversation in tokens (default: the model's).", int),
-        Option("max_batch_size", "Concurrent sequences (a chat needs few; sizes the CUDA graphs).", int, default=8),
+               choices=("turbomind", "pytorch"), default="turbomind", labels={"zh": "推理引擎"}),
+        Option("tp", "Tensor parallel: GPUs per model.", int, default=1, label="tensor parallel",
+               labels={"zh": "张量并行"}),
+        Option("session_len", "Longest conversation in tokens (default: the model's).", int,
+               label="session length", labels={"zh": "会话长度"}),
+        Option("max_batch_size", "Sequences decoded together: concurrent requests (`vlhub eval` sends this many at "
+               "once); the PyTorch engine sizes its CUDA graphs by it.", int, default=MAX_BATCH_SIZE,
+               label="max batch size", labels={"zh": "最大批大小"}),
         Option("cache_max_entry_count", "Share of free GPU memory for the KV cache (two models can share a GPU).",
-               float, default=0.4),
-    )
+               float, default=CACHE_MAX_ENTRY_COUNT, label="KV cache share", labels={"zh": "键值缓存显存占比"}),
+        Option("eager_mode", "PyTorch engine: no CUDA graphs (starts sooner and uses less memory, decodes slower).",
+               bool, default=False, label="eager mode", labels={"zh": "关闭 CUDA 图捕获"}),
+    ), "zh", labels_zh.LMDEPLOY)
 
     def missing(self) -> str | None:
         """``None`` when the backend can run here, else why not and the fix (one line)."""
         if stage.python_for(SERVE_ENV.name) is None:
-            return ("the serve stage environment (LMDeploy) is not installed: run `vlhub env create serve`, "
-                    "or use --backend transformers (CPU)")
+            return reasons.no_serve_env()
         if stage.gpu_summary() is None:
-            return "LMDeploy needs an NVIDIA GPU and none is visible: use --backend transformers (CPU) or openai"
+            return reasons.no_gpu()
         return None
 
     def open(self, model: str, options: Mapping[str, Any]) -> LMDeploySession:
@@ -79,17 +121,18 @@ class LMDeployBackend:
             BadInput: not a model folder. MissingDependency: no serve environment. VlhubError: the server failed.
         """
         folder = model_folder(model)
+        batch = int(options.get("max_batch_size") or MAX_BATCH_SIZE)
         args = [str(folder), "--model-name", folder.name, "--engine", options.get("engine") or "turbomind",
-                "--tp", str(int(options.get("tp") or 1))]
+                "--tp", str(int(options.get("tp") or 1)), "--max-batch-size", str(batch),
+                "--cache-max-entry-count", str(float(options.get("cache_max_entry_count") or CACHE_MAX_ENTRY_COUNT))]
         if options.get("session_len"):
             args += ["--session-len", str(int(options["session_len"]))]
-        for name in ("max_batch_size", "cache_max_entry_count"):
-            if options.get(name):
-                args += [f"--{name.replace('_', '-')}", str(options[name])]
+        if options.get("eager_mode"):
+            args.append("--eager-mode")
         args += lease_args(options)
         worker = WorkerProcess(stage.require(SERVE_ENV.name), script("chat_lmdeploy"), args)
         try:
-            return LMDeploySession(worker)
+            return LMDeploySession(worker, model_tiling(folder), batch)
         except BaseException:
             worker.close()
             raise

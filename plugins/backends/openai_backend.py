@@ -1,6 +1,9 @@
 """The ``openai`` chat backend: any OpenAI-compatible endpoint, streamed through the ``openai`` SDK.
 
-Images travel as base64 ``data:`` URLs in ``image_url`` content parts. The key
+Images travel as base64 ``data:`` URLs in ``image_url`` content parts, encoded on threads (the new images
+of a turn at once) and once per session (later turns send them again from the session's cache); a
+session given the model's InternVL tiling (the ``lmdeploy`` backend's) first makes each photo no larger
+than that tiling uses (:func:`chat_tiling.upload`). The key
 comes from ``OPENAI_API_KEY`` (it is only ever put in the Authorization header,
 and redacted from every message vlhub shows).
 
@@ -13,7 +16,6 @@ a missing model from a URL that is not the API root (and which root answers). do
 """
 from __future__ import annotations
 
-import base64
 import json
 import os
 import ssl
@@ -23,31 +25,41 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
-from PIL import Image
-
+from vlhub.core import messages as catalog
 from vlhub.core.net import timeouts
+from vlhub.core.options import translated
 from vlhub.core.errors import BadInput, VlhubError
 from vlhub.core.secrets import Secret, find_token
 from vlhub.core.types import GenerationSettings, Option, Turn
 
+from ..workers import chat_tiling
+from ..workers.chat_tiling import Tiling
+from . import labels_zh
+
 #: What a local server without authentication gets as the key (the SDK insists on one).
 NO_KEY = "EMPTY"
+#: Bytes of ``data:`` URLs a session keeps for images sent again in later turns.
+UPLOAD_CACHE_BYTES = 256 * 1024 * 1024
+
+catalog.register(
+    "backends.image_unreadable",
+    ("{path}: the image cannot be read any more ({reason})",
+     "attach the image again (a PNG, JPEG or WebP file that exists), or start a new conversation without it"),
+    ("{path}：图片已无法读取（{reason}）", "请重新附加图片（存在的 PNG、JPEG 或 WebP 文件），或不带它开始新的对话"))
+catalog.register(
+    "backends.concurrency_below_1",
+    ("{flag} {value} is below 1", "give 1 (one request at a time) or more"),
+    ("{flag} {value} 小于 1", "请填 1（一次一个请求）或更大的数"))
 
 
-def image_data_url(path: Path) -> str:
-    """The image file as a ``data:image/...;base64,`` URL."""
-    with Image.open(path) as img:
-        kind = (img.format or "png").lower()
-    return f"data:image/{kind};base64,{base64.b64encode(Path(path).read_bytes()).decode('ascii')}"
-
-
-def to_messages(history: Sequence[Turn]) -> list[dict[str, Any]]:
-    """Chat-completion messages: text and image parts for user turns with images."""
+def to_messages(history: Sequence[Turn], urls: Mapping[Path, str]) -> list[dict[str, Any]]:
+    """Chat-completion messages: text and image parts for user turns with images (``urls``: each image
+    path's ``data:`` URL)."""
     messages: list[dict[str, Any]] = []
     for turn in history:
         if turn.role == "user" and turn.images:
             parts: list[dict[str, Any]] = [{"type": "text", "text": turn.text}]
-            parts += [{"type": "image_url", "image_url": {"url": image_data_url(p)}} for p in turn.images]
+            parts += [{"type": "image_url", "image_url": {"url": urls[p]}} for p in turn.images]
             messages.append({"role": "user", "content": parts})
         else:
             messages.append({"role": turn.role, "content": turn.text})
@@ -166,9 +178,17 @@ class _Probe:
 
 
 class OpenAISession:
-    """A client bound to one endpoint and model name."""
+    """A client bound to one endpoint and model name; ``finish`` says how the last answer ended (the server's
+    ``finish_reason`` as ``reason``, and ``usage.completion_tokens`` as ``tokens`` when it sends usage: set
+    ``stream_options`` to ``{"include_usage": True}`` to ask for it, as LMDeploy's server supports).
 
-    def __init__(self, base_url: str, model: str, api_key: str = NO_KEY, source: str = "--base-url") -> None:
+    ``tiling``: the model's InternVL tiling when known (photos are then sent no larger than it uses);
+    ``concurrency``: how many requests ``vlhub eval`` may send at once (a server that batches answers them
+    together).
+    """
+
+    def __init__(self, base_url: str, model: str, api_key: str = NO_KEY, source: str = "--base-url", *,
+                 tiling: Tiling | None = None, concurrency: int = 1) -> None:
         import openai
 
         self.openai = openai
@@ -179,6 +199,27 @@ class OpenAISession:
         self.client = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=1,
                                     timeout=openai.Timeout(self.limits.read, connect=self.limits.connect))
         self.model = model or self._first_model()
+        self.stream_options: dict[str, Any] | None = None
+        self.finish: dict[str, Any] = {}
+        self.concurrency = max(1, int(concurrency))
+        self.uploads = chat_tiling.Prepared(lambda path: chat_tiling.upload(path, tiling).data_url(), len,
+                                            UPLOAD_CACHE_BYTES)
+
+    def prepare(self, images: Sequence[str | Path]) -> None:
+        """Start encoding ``images`` in the background (attached before their question is asked)."""
+        self.uploads.submit(images)
+
+    def _data_urls(self, history: Sequence[Turn]) -> dict[Path, str]:
+        """Every image of ``history`` as a ``data:`` URL (new ones encoded at once, on threads).
+
+        Raises:
+            BadInput: an image cannot be read any more (``backends.image_unreadable``).
+        """
+        paths = list(dict.fromkeys(p for turn in history if turn.role == "user" for p in turn.images))
+        try:
+            return dict(zip(paths, self.uploads.get_all(paths)))
+        except chat_tiling.ImageFailed as exc:
+            raise BadInput("backends.image_unreadable", path=str(exc.path), reason=exc.reason) from None
 
     # ------------------------------------------------------------------ what went wrong, in one line
     def _probe(self, url: str) -> _Probe | None:
@@ -333,17 +374,20 @@ class OpenAISession:
     def reply(self, history: Sequence[Turn], settings: GenerationSettings) -> Iterator[str]:
         """Stream the answer to the last user turn of ``history``."""
         tried = f"{_root(self.base_url)}/chat/completions"
-        messages = to_messages(history)
+        messages = to_messages(history, self._data_urls(history))
         started = False
+        self.finish = {}
+        extra = {"stream_options": self.stream_options} if self.stream_options else {}
         try:
             raw = self.client.chat.completions.with_raw_response.create(
                 model=self.model, messages=messages, stream=True, temperature=settings.temperature,
-                top_p=settings.top_p, max_tokens=settings.max_new_tokens)
+                top_p=settings.top_p, max_tokens=settings.max_new_tokens, **extra)
             ctype = raw.headers.get("content-type", "").lower()
             if "event-stream" not in ctype:
                 yield self._whole_answer(raw, tried, ctype)
                 return
             for chunk in raw.parse():
+                self._finished(chunk.choices[0].finish_reason if chunk.choices else None, chunk.usage)
                 if chunk.choices and chunk.choices[0].delta.content:
                     started = True
                     yield chunk.choices[0].delta.content
@@ -362,13 +406,24 @@ class OpenAISession:
         if "json" in ctype:
             try:
                 data = json.loads(raw.http_response.read())
+                usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+                self._finished(data["choices"][0].get("finish_reason"), usage.get("completion_tokens"))
                 return str(data["choices"][0]["message"]["content"] or "")
             except Exception:  # noqa: BLE001 - JSON of another shape
                 pass
         raise self._not_api(tried, ctype or "no content type")
 
+    def _finished(self, reason: Any, usage: Any) -> None:
+        """Keep a chunk's ``finish_reason`` and completion tokens (usage object or int) in ``finish``."""
+        if isinstance(reason, str) and reason:
+            self.finish["reason"] = reason
+        tokens = usage if isinstance(usage, int) else getattr(usage, "completion_tokens", None)
+        if isinstance(tokens, int):
+            self.finish["tokens"] = tokens
+
     def close(self) -> None:
         """End the session (and its worker or server)."""
+        self.uploads.close()
         self.client.close()
 
 
@@ -396,9 +451,12 @@ class OpenAIBackend:
     name = "openai"
     description = "Any OpenAI-compatible endpoint (--base-url, OPENAI_API_KEY); images as data: URLs."
     secrets = (Secret("openai", ("OPENAI_API_KEY",), "API key of the endpoint (local servers may need none)"),)
-    options = (
-        Option("base_url", "Endpoint, e.g. http://127.0.0.1:23333/v1 (default: $OPENAI_BASE_URL)."),
-    )
+    options = translated((
+        Option("base_url", "Endpoint, e.g. http://127.0.0.1:23333/v1 (default: $OPENAI_BASE_URL).",
+               label="endpoint", labels={"zh": "接口地址"}),
+        Option("concurrency", "Requests `vlhub eval` sends at once (a server that batches, e.g. LMDeploy or vLLM, "
+               "answers them together).", int, default=1, label="concurrent requests", labels={"zh": "并发请求数"}),
+    ), "zh", labels_zh.OPENAI)
 
     def missing(self) -> str | None:
         """``None`` when the backend can run here, else why not and the fix (one line)."""
@@ -415,5 +473,8 @@ class OpenAIBackend:
         if not base_url:
             raise BadInput("no OpenAI-compatible endpoint given", "pass --base-url URL or set OPENAI_BASE_URL")
         base_url = check_base_url(base_url, source)
+        concurrency = 1 if options.get("concurrency") is None else int(options["concurrency"])
+        if concurrency < 1:
+            raise BadInput("backends.concurrency_below_1", flag="--concurrency", value=concurrency)
         token = find_token("openai")
-        return OpenAISession(base_url, model, token.value or NO_KEY, source)
+        return OpenAISession(base_url, model, token.value or NO_KEY, source, concurrency=concurrency)

@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 from vlhub.core import stage
+from vlhub.core.options import translated
 from vlhub.core.errors import BadInput
 from vlhub.core.types import GenerationSettings, Option, Turn
 from vlhub.core.worker import WorkerProcess
 
 from ..workers import SERVE_ENV, TRAIN_ENV, script
+from . import labels_zh, reasons
 from .common import lease_args, model_folder, turns_payload, worker_alive
 
 
@@ -25,12 +27,21 @@ def _stage_python(choice: str) -> Path | None:
 
 
 class TransformersSession:
-    """One worker process holding the model; ``last`` says what the model was given in the last turn."""
+    """One worker process holding the model; ``last`` says what the model was given in the last turn, ``finish``
+    how its generation ended (``reason`` ``stop``/``length``, ``tokens``, the last ``token``, the folder's ``eos``);
+    ``engine`` is what answers (``transformers``, as the worker reports it)."""
 
     def __init__(self, worker: WorkerProcess) -> None:
         self.worker = worker
         self.info = worker.wait_for("ready")
         self.last: dict[str, Any] = {}
+        self.finish: dict[str, Any] = {}
+        self.engine = str(self.info.get("engine") or "transformers")
+
+    def prepare(self, images: Sequence[str | Path]) -> None:
+        """Start tiling ``images`` in the worker, in the background (attached before their question is asked;
+        the worker tiles each unchanged file once)."""
+        self.worker.send({"op": "prepare", "images": [str(Path(p).resolve()) for p in images]})
 
     def reply(self, history: Sequence[Turn], settings: GenerationSettings) -> Iterator[str]:
         """Stream the answer to the last user turn of ``history``."""
@@ -41,6 +52,8 @@ class TransformersSession:
                 if message["event"] == "done":
                     self.last = message
                     return
+                if message["event"] == "finish":
+                    self.finish = {k: v for k, v in message.items() if k != "event"}
                 if message["event"] == "chunk":
                     yield message["text"]
         except GeneratorExit:  # the caller stopped reading: let the answer finish so the next turn starts clean
@@ -65,18 +78,17 @@ class TransformersBackend:
 
     name = "transformers"
     description = "The model folder's own chat code through transformers (CPU or GPU, in a stage env)."
-    options = (
+    options = translated((
         Option("env", "Stage environment to run in (default: serve if installed, else train).",
                choices=("serve", "train"), default=""),
         Option("device", "auto, cpu or cuda.", choices=("auto", "cpu", "cuda"), default="auto"),
         Option("max_tiles", "Most 448px tiles per image (default: the model's max_dynamic_patch).", int),
-    )
+    ), "zh", labels_zh.TRANSFORMERS)
 
     def missing(self) -> str | None:
         """``None`` when the backend can run here, else why not and the fix (one line)."""
         if _stage_python("") is None:
-            return ("no stage environment is installed (transformers runs in serve or train): "
-                    "run `vlhub env create train` or `vlhub env use train --python PATH`")
+            return reasons.no_stage_env()
         return None
 
     def open(self, model: str, options: Mapping[str, Any]) -> TransformersSession:

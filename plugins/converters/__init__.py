@@ -2,6 +2,7 @@
 
 - ``internvl-official``: an xtuner InternVL run's checkpoint -> official InternVL folder.
 - ``xtuner-llm``: an xtuner LLM LoRA checkpoint -> merged Hugging Face folder.
+- ``swift-merge``: a ``swift`` run's checkpoint -> model folder (``swift export --merge_lora``).
 
 The CLI and the Convert page reach them through :mod:`vlhub.core.convert`.
 """
@@ -11,11 +12,13 @@ from typing import Callable
 
 from vlhub.core import hookimpl
 
+from .swift import SWIFT_MERGE
 from .xtuner import INTERNVL_OFFICIAL, XTUNER_LLM
 
 
 @hookimpl
 def register_converters(register: Callable[[object], None]) -> None:
-    """Register ``internvl-official`` and ``xtuner-llm``."""
+    """Register ``internvl-official``, ``xtuner-llm`` and ``swift-merge``."""
     register(INTERNVL_OFFICIAL)
     register(XTUNER_LLM)
+    register(SWIFT_MERGE)

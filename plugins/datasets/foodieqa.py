@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from vlhub.core.errors import BadInput
-from vlhub.core.options import Option
+from vlhub.core.options import Option, translated
 from vlhub.core.prepared.folder import check_out, finish
 from vlhub.core.prepared.format import PreparedData, Problem
 from vlhub.core.prepared.images import Checks
@@ -26,6 +26,8 @@ from vlhub.core.prepared.records import PLACEHOLDER, Item, read_json
 from vlhub.core.prepared.split import split
 from vlhub.core.prepared.validate import validate
 from vlhub.core.types import ProgressCallback
+
+from . import labels_zh
 
 REPO = "lyan62/FoodieQA"
 SUBSETS = {"sivqa": "sivqa_tidy.json", "mivqa": "mivqa_tidy.json", "textqa": "textqa_tidy.json"}
@@ -40,10 +42,11 @@ CATEGORIES = ("food_type", "main_region")
 class FoodieQA:
     name = "foodieqa"
     description = "FoodieQA (lyan62/FoodieQA): Chinese food multiple-choice VQA, split by dish."
+    descriptions = {"zh": labels_zh.DESCRIPTIONS["foodieqa"]}
     #: what a published model card says about the data (:class:`vlhub.core.types.Dataset`, optional)
     card_data = {"hub_id": REPO, "license": "cc-by-nc-nd-4.0",
                  "license_url": "https://creativecommons.org/licenses/by-nc-nd/4.0/", "evaluation_only": True}
-    options = (
+    options = translated((
         Option("subsets", "Comma-separated subsets: sivqa, mivqa, textqa.", str, "sivqa"),
         Option("answer_template", "sivqa answer; fields {answer} {letter} {index} {food_name} {question}.",
                str, "{answer}，图中的菜是{food_name}"),
@@ -52,7 +55,7 @@ class FoodieQA:
         Option("with_choices", "Append the lettered choices to each question.", bool, False),
         Option("val_fraction", "Share of records kept for validation (whole dishes).", float, 0.1),
         Option("seed", "Seed of the split.", int, 0),
-    )
+    ), "zh", labels_zh.FOODIEQA)
 
     def prepare(self, source: Path, out: Path, options: Mapping[str, Any],
                 progress: ProgressCallback | None = None) -> PreparedData:

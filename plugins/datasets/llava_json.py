@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from vlhub.core.errors import BadInput
-from vlhub.core.options import Option
+from vlhub.core.options import Option, translated
 from vlhub.core.prepared.folder import check_out, finish
 from vlhub.core.prepared.format import PreparedData
 from vlhub.core.prepared.images import Checks, normalise
@@ -20,14 +20,16 @@ from vlhub.core.prepared.split import split
 from vlhub.core.prepared.validate import validate
 from vlhub.core.types import ProgressCallback
 
-COMMON_OPTIONS = (
+from . import labels_zh
+
+COMMON_OPTIONS = translated((
     Option("sample", "Keep N usable records, chosen at random with the seed (0: all).", int, 0),
     Option("val_fraction", "Share of records kept for validation (whole images).", float, 0.0),
     Option("seed", "Seed of the sample and the split.", int, 0),
     Option("system", "System turns: keep (a first system turn is the record's own system prompt; a later one "
            "is refused), reject (records with a system turn are dropped and listed) or drop (system turns are "
            "left out; training uses the chat template's system prompt).", str, "keep", SYSTEM_RULES),
-)
+), "zh", labels_zh.COMMON)
 
 
 def build(name: str, source: Path, data_file: Path, image_root: Path, out: Path, opts: Mapping[str, Any],
@@ -54,11 +56,12 @@ def build(name: str, source: Path, data_file: Path, image_root: Path, out: Path,
 class LlavaJson:
     name = "llava-json"
     description = "Any LLaVA-style JSON/JSONL, or ShareGPT/OpenAI `messages` records, converted to LLaVA."
-    options = (
+    descriptions = {"zh": labels_zh.DESCRIPTIONS["llava-json"]}
+    options = translated((
         Option("file", "The JSON/JSONL file inside --source (when --source is a folder).", str, ""),
         Option("image_root", "Folder the image paths are relative to (default: the file's folder).", str, ""),
         *COMMON_OPTIONS,
-    )
+    ), "zh", labels_zh.LLAVA_JSON)
 
     def prepare(self, source: Path, out: Path, options: Mapping[str, Any],
                 progress: ProgressCallback | None = None) -> PreparedData:
@@ -92,6 +95,7 @@ def _data_file(source: Path, name: str) -> Path:
 class Clot:
     name = "clot"
     description = "CLoT_cn_2000 (ex_cn.json + ex_images/): validate, sample N, write LLaVA data."
+    descriptions = {"zh": labels_zh.DESCRIPTIONS["clot"]}
     #: what a published model card says about the data (:class:`vlhub.core.types.Dataset`, optional):
     #: CLoT_cn_2000 is a sample of the Chinese part of CLoT's Oogiri-GO
     card_data = {"hub_id": "zhongshsh/CLoT-Oogiri-GO", "license": "mit", "evaluation_only": False}

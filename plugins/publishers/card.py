@@ -4,7 +4,8 @@ They are sent with the upload and never written into the model folder. The model
 ``vlhub_provenance.json`` is read through :mod:`vlhub.core.provenance` (its owner), the training
 run through its run folder (``run.json``, ``metrics.jsonl``, the prepared data's ``prepared.json``),
 the evaluation through :func:`vlhub.core.eval.load_eval` (the newest ``eval`` run that asked this
-folder), and what the card says about a dataset through its plugin's optional ``card_data``
+folder), the last serve check from the provenance's ``serve_check`` (:mod:`vlhub.core.serve_check`),
+and what the card says about a dataset through its plugin's optional ``card_data``
 (:class:`vlhub.core.types.Dataset`).
 
 The card is ``huggingface_hub.ModelCardData`` metadata (``EvalResult`` for ``model-index``) and
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 from urllib.parse import quote
 
+from vlhub.core import messages
 from vlhub.core import provenance as prov
 from vlhub.core.errors import VlhubError
 from vlhub.core.fsutil import read_cache
@@ -47,13 +49,48 @@ MODELSCOPE_LICENSES = {"apache-2.0": "Apache License 2.0", "mit": "MIT", "gpl-2.
                        "lgpl-2.1": "LGPL-2.1", "lgpl-3.0": "LGPL-3.0", "afl-3.0": "AFL-3.0", "ecl-2.0": "ECL-2.0"}
 #: run settings that describe the machine or the launch rather than the training (left off the card)
 NOT_HYPERPARAMETERS = frozenset({
-    "master_addr", "master_port", "node_rank", "launch_command", "check_step", "strict", "workers",
+    "master_addr", "master_port", "node_rank", "devices", "launch_command", "check_step", "strict", "workers",
     "log_interval", "eval_prompt", "eval_image", "eval_every", "image_root", "save_steps", "save_limit"})
 #: metrics.jsonl keys read as the validation loss
 VALIDATION_KEYS = ("val_loss", "eval_loss", "validation_loss", "loss_val")
 #: at most this many points per curve in the plot
 PLOT_POINTS = 400
+#: the card shows this many sample answers at least (when the evaluation has them) and at most
+MIN_SAMPLES, MAX_SAMPLES = 3, 5
 _MAX_READ = 1024 * 1024
+#: What a preflight says about the card (``checks()["card_notes"]``), as keys of the message catalog
+#: (:mod:`vlhub.core.messages`, registered below): key -> ((message, fix) in English, in 中文). The English
+#: note is ``message; fix``; a page shows :meth:`VlhubError.localized` of the key with the flag as its label.
+NOTES: dict[str, tuple[tuple[str, str], tuple[str, str]]] = {
+    "card.base_not_hub_id": (
+        ("model card: {flag} {given} is not a hub id (ORG/NAME) and is ignored", ""),
+        ("模型卡片：{flag} {given} 不是模型平台 ID（组织/名称），已忽略", "")),
+    "card.base_unknown_folder": (
+        ("model card: the base model is unknown: the provenance records a local folder, and its README.md, "
+         "config.json and path name no hub id, so the card names none", "pass {flag} ORG/NAME"),
+        ("模型卡片：基础模型未知：来源记录的是本地文件夹，它的 README.md、config.json 和路径都没有给出模型平台 ID，"
+         "因此卡片不写基础模型", "请在 {flag} 中填入模型平台 ID（组织/名称）")),
+    "card.base_unknown_none": (
+        ("model card: the base model is unknown (vlhub_provenance.json records none), so the card names none",
+         "pass {flag} ORG/NAME"),
+        ("模型卡片：基础模型未知（vlhub_provenance.json 中没有记录），因此卡片不写基础模型",
+         "请在 {flag} 中填入模型平台 ID（组织/名称）")),
+    "card.base_unknown_no_file": (
+        ("model card: the base model is unknown (the folder has no vlhub_provenance.json), so the card names none",
+         "pass {flag} ORG/NAME"),
+        ("模型卡片：基础模型未知（文件夹中没有 vlhub_provenance.json），因此卡片不写基础模型",
+         "请在 {flag} 中填入模型平台 ID（组织/名称）")),
+    "card.evaluation_only": (
+        ("model card: the training data {data} is for evaluation only ({license}): the card names and links it and "
+         "republishes none of its images", ""),
+        ("模型卡片：训练数据 {data} 仅限评测使用（{license}）：卡片只注明并链接它，不转载其任何图片", "")),
+    "card.no_evaluation": (
+        ("model card: no `vlhub eval` run of this folder was found, so the card has no evaluation table",
+         "run `vlhub eval` with this folder, and its base model, first"),
+        ("模型卡片：没有找到此文件夹的 `vlhub eval` 运行，因此卡片没有评测表", "请先用此文件夹及其基础模型运行 `vlhub eval`")),
+}
+for _key, (_en, _zh) in NOTES.items():
+    messages.register(_key, _en, _zh)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
 _HF_CACHE = re.compile(r"^models--([^/]+?)--([^/]+)$")
 
@@ -105,11 +142,12 @@ class Facts:
     license_source: str = ""
     evaluation: Evaluation | None = None
     samples: list[dict[str, Any]] = field(default_factory=list)
+    serve_check: dict[str, Any] = field(default_factory=dict)  # the last `vlhub check`, when recorded
     lmdeploy_template: str = ""
     image_size: int = 448
     task: str = TASK
     trained: bool = False                # a vlhub training run is known
-    notes: list[str] = field(default_factory=list)
+    notes: list[dict[str, Any]] = field(default_factory=list)  # {"key": NOTES key, "params": {...}}
 
 
 # ------------------------------------------------------------------ the publishers' entry points
@@ -161,18 +199,30 @@ def checks(folder: Path, names: Iterable[str], base_model: str | None = None) ->
     """What a preflight reports about the card (``PublishPlan.checks``), no network.
 
     Returns:
-        ``{"card_base_model": hub id or None, "card_base_model_from": str, "card_notes": [str]}``:
-        the notes say when the base model is unknown (and that ``--base-model ORG/NAME`` fixes
-        it), when ``--base-model`` is not a hub id, when the training data is for evaluation
-        only, and when no evaluation of the folder was found. Empty when the folder has its own
-        README.md (no card is generated).
+        ``{"card_base_model": hub id or None, "card_base_model_from": str, "card_notes": [str],
+        "card_note_keys": [{"key": str, "params": {...}}]}``: the notes (English, one line each; and
+        the same as :data:`NOTES` keys, for the pages' languages) say when the base model is unknown
+        (and that ``--base-model ORG/NAME`` fixes it), when ``--base-model`` is not a hub id, when the
+        training data is for evaluation only, and when no evaluation of the folder was found. Empty
+        when the folder has its own README.md (no card is generated).
     """
     names = set(names)
     if "README.md" in names:
         return {}
     facts = gather(folder, names, base_model)
     return {"card_base_model": facts.base_model or None, "card_base_model_from": facts.base_source,
-            "card_notes": list(facts.notes)}
+            "card_notes": [note_text(n) for n in facts.notes], "card_note_keys": list(facts.notes)}
+
+
+def note(key: str, **params: Any) -> dict[str, Any]:
+    """A preflight note about the card: a :data:`NOTES` key and its parameters (JSON-ready)."""
+    return {"key": key, "params": {"flag": "--base-model", **params}}
+
+
+def note_text(found: Mapping[str, Any]) -> str:
+    """A :func:`note` in English, ``message; fix`` on one line."""
+    message, fix = messages.render(found["key"], "en", found["params"])
+    return f"{message}; {fix}" if fix else message
 
 
 # ------------------------------------------------------------------ gathering
@@ -204,16 +254,15 @@ def collect(folder: Path | None, names: set[str], provenance: prov.Provenance, r
         facts.image_size, facts.task = _folder_config(Path(folder), names)
     facts.license, facts.license_source = _license(provenance, facts)
     facts.samples = _samples(provenance, facts, names)
+    if provenance.serve_check.get("status") in ("ok", "failed"):
+        facts.serve_check = provenance.serve_check
     template = provenance.template.get("lmdeploy_name")
     facts.lmdeploy_template = template if isinstance(template, str) else ""
     for data in facts.train_data:
         if data.evaluation_only:
-            facts.notes.append(f"model card: the training data {data.hub_id} is for evaluation only"
-                               f"{f' ({data.license})' if data.license else ''}: the card names and links it and "
-                               "republishes none of its images")
+            facts.notes.append(note("card.evaluation_only", data=data.hub_id, license=data.license or "?"))
     if folder is not None and facts.evaluation is None and provenance.exists:
-        facts.notes.append("model card: no `vlhub eval` run of this folder was found, so the card has no "
-                           "evaluation table (run `vlhub eval` with this folder, and its base model, first)")
+        facts.notes.append(note("card.no_evaluation"))
     return facts
 
 
@@ -303,10 +352,7 @@ def hyperparameters(params: Mapping[str, Any]) -> dict[str, str]:
     for key, value in params.items():
         if not isinstance(key, str) or key in NOT_HYPERPARAMETERS or value is None:
             continue
-        text = ", ".join(str(v) for v in value) if isinstance(value, (list, tuple)) else str(value)
-        for path in local_paths(text):
-            text = text.replace(path, Path(path.rstrip("/\\")).name or "/")
-        shown[key] = text
+        shown[key] = _no_paths(", ".join(str(v) for v in value) if isinstance(value, (list, tuple)) else value)
     return shown
 
 
@@ -322,19 +368,19 @@ def hub_id(value: Any) -> str:
 
 
 def find_base_model(provenance: prov.Provenance, base_folder: Path | None, given: str | None,
-                    notes: list[str] | None = None) -> tuple[str, str]:
+                    notes: list[dict[str, Any]] | None = None) -> tuple[str, str]:
     """The base model's hub id and where it was found: ``("", "")`` when unknown (never a local path).
 
     In order: ``given`` (``--base-model``); the provenance's ``base_model`` when it is a hub id; the
     base folder's own metadata (the ``model-index`` name in its ``README.md`` front matter; the Hugging
     Face cache folder it lies in, ``models--ORG--NAME``; a single ``base_model`` in that front matter;
-    its ``config.json`` ``_name_or_path``). ``notes`` receives what the preflight should say.
+    its ``config.json`` ``_name_or_path``). ``notes`` receives what the preflight should say (:func:`note`).
     """
     notes = notes if notes is not None else []
     if given:
         if hub_id(given):
             return hub_id(given), "--base-model"
-        notes.append(f"model card: --base-model {given!r} is not a hub id (ORG/NAME) and is ignored")
+        notes.append(note("card.base_not_hub_id", given=repr(given)))
     if provenance.base_model_id and hub_id(provenance.base_model_id):
         return hub_id(provenance.base_model_id), "vlhub_provenance.json"
     if base_folder is not None and base_folder.is_dir():
@@ -352,16 +398,8 @@ def find_base_model(provenance: prov.Provenance, base_folder: Path | None, given
         config = _small_json(base_folder / "config.json")
         if hub_id(config.get("_name_or_path")):
             return hub_id(config.get("_name_or_path")), "the base folder's config.json (_name_or_path)"
-    if base_folder is not None:
-        notes.append("model card: the base model is unknown: the provenance records a local folder, and its "
-                     "README.md, config.json and path name no hub id, so the card names none; pass --base-model "
-                     "ORG/NAME")
-    elif provenance.exists:
-        notes.append("model card: the base model is unknown (vlhub_provenance.json records none), so the card "
-                     "names none; pass --base-model ORG/NAME")
-    else:
-        notes.append("model card: the base model is unknown (the folder has no vlhub_provenance.json), so the card "
-                     "names none; pass --base-model ORG/NAME")
+    notes.append(note("card.base_unknown_folder" if base_folder is not None else
+                      "card.base_unknown_none" if provenance.exists else "card.base_unknown_no_file"))
     return "", ""
 
 
@@ -495,19 +533,19 @@ def _fixed_and_broken(before: Mapping[str, Any], after: Mapping[str, Any]) -> tu
 
 # ------------------------------------------------------------------ samples and the folder's own files
 def _samples(provenance: prov.Provenance, facts: Facts, names: set[str]) -> list[dict[str, Any]]:
-    """Up to 5 sample answers: the provenance's own samples, else items of the evaluation (text only:
-    an evaluation item's image is never shown or sent). A provenance sample's ``image`` is shown only
+    """3 to 5 sample answers when there is material for them: the provenance's own samples (up to 5),
+    topped up to :data:`MIN_SAMPLES` with items of the evaluation (text only: an evaluation item's image
+    is never shown or sent; fixed and broken items first). A provenance sample's ``image`` is shown only
     when it is a file of the folder that is sent (an image you supply)."""
-    if provenance.samples:
-        return [{"question": s.question, "answer": s.answer,
-                 "image": s.image if s.image and s.image in names else ""} for s in provenance.samples[:5]]
+    own = [{"question": s.question, "answer": s.answer, "image": s.image if s.image and s.image in names else ""}
+           for s in provenance.samples[:MAX_SAMPLES]]
     evaluation = facts.evaluation
-    if evaluation is None:
-        return []
+    wanted = MAX_SAMPLES if not own else MIN_SAMPLES - len(own)
+    if evaluation is None or wanted <= 0:
+        return own
     items, base = _items(evaluation.mine), _items(evaluation.base or {})
-    chosen = [i for i in evaluation.fixed[:2] + evaluation.broken[:1] if i in items]
-    chosen += [i for i in items if i not in chosen][:5 - len(chosen)]
-    out = []
+    chosen = [i for i in evaluation.fixed[:2] + evaluation.broken[:1] if i in items][:wanted]
+    chosen += [i for i in items if i not in chosen][:wanted - len(chosen)]
     order = {index: n for n, index in enumerate(items)}
     for index in sorted(chosen, key=order.__getitem__):
         item = items[index]
@@ -516,10 +554,10 @@ def _samples(provenance: prov.Provenance, facts: Facts, names: set[str]) -> list
         reference = (f"{_letter(answer)}. {choices[answer]}" if isinstance(answer, int) and 0 <= answer < len(choices)
                      else str(item.get("reference") or ""))
         other = base.get(index)
-        out.append({"question": str(item.get("question") or ""), "choices": choices,
+        own.append({"question": str(item.get("question") or ""), "choices": choices,
                     "answer": _reply(item, choices), "correct": bool(item.get("correct")), "reference": reference,
                     "base": (_reply(other, choices), bool(other.get("correct"))) if other else None})
-    return out
+    return own
 
 
 def _reply(item: Mapping[str, Any], choices: list[str]) -> str:
@@ -650,6 +688,11 @@ TEXT = {
         "from_provenance": "as its publisher recorded", "from_base": "the base model's",
         "from_data": "the license of its training data {data}",
         "base_license": "The base model's own license applies as well: see [{base}]({url}).",
+        "check": "Serve check", "check_ok": "passed", "check_failed": "failed",
+        "check_text": "`vlhub check` ({date}, {backend}) loaded this model as it is served, asked one question about "
+                      "a generated image (greedy decoding) and required the answer to end with a stop token within "
+                      "{limit} tokens: **{status}**, {reason}.",
+        "check_answer": "Its answer: ",
     },
     "zh": {
         "title": "中文", "none": "使用 vlhub 发布的 InternVL 模型。",
@@ -678,6 +721,10 @@ TEXT = {
         "from_provenance": "发布者所记录", "from_base": "沿用基础模型",
         "from_data": "沿用训练数据 {data} 的许可证",
         "base_license": "基础模型自身的许可证同样适用：见 [{base}]({url})。",
+        "check": "服务检查", "check_ok": "通过", "check_failed": "未通过",
+        "check_text": "`vlhub check`（{date}，{backend}）按部署时的方式加载本模型，就一张生成的图片提一个问题（贪心解码），"
+                      "要求回答在 {limit} 个 token 内以停止符结束：**{status}**，{reason}。",
+        "check_answer": "它的回答：",
     },
 }
 
@@ -716,11 +763,13 @@ def _section(lang: str, repo_id: str, facts: Facts, plot: bool, modelscope: bool
         lines += ["", f"### {t['eval']}", "", *_evaluation(lang, facts)]
     if facts.samples:
         lines += ["", f"### {t['samples']}", ""]
-        if "choices" in facts.samples[0]:
-            lines += [t["sample_from"], ""]
-        for sample in facts.samples:
+        for n, sample in enumerate(facts.samples):
+            if "choices" in sample and (n == 0 or "choices" not in facts.samples[n - 1]):
+                lines += [t["sample_from"], ""]
             lines += _sample(lang, sample)
     lines += ["", f"### {t['use']}", "", *_usage(lang, repo_id, facts, modelscope)]
+    if facts.serve_check:
+        lines += ["", f"### {t['check']}", "", *_serve_check(lang, facts.serve_check)]
     lines += ["", f"### {t['license']}", "", *_license_lines(lang, facts, hub), ""]
     return lines
 
@@ -843,6 +892,38 @@ def _usage(lang: str, repo_id: str, facts: Facts, modelscope: bool) -> list[str]
         lines += ["from lmdeploy import pipeline", "from lmdeploy.vl import load_image", "", f"pipe = pipeline({path})"]
     lines += [f"print(pipe(({json.dumps(t['prompt'], ensure_ascii=False)}, load_image(\"photo.jpg\"))).text)", "```"]
     return lines
+
+
+def _serve_check(lang: str, check: Mapping[str, Any]) -> list[str]:
+    """The last ``vlhub check`` (:mod:`vlhub.core.serve_check`): date, backend, outcome and its reason in the
+    card's language (the catalog text of ``reason_key``, else the recorded English line); file text is data,
+    and a local path in it is shown by its last component."""
+    from vlhub.core import messages
+
+    t = TEXT[lang]
+    params = check.get("params") if isinstance(check.get("params"), dict) else {}
+    key = check.get("reason_key") if isinstance(check.get("reason_key"), str) else ""
+    try:
+        reason = messages.render(key, lang, params)[0] if key.startswith("check.") else str(check.get("reason") or "")
+    except (KeyError, IndexError, ValueError, AttributeError):  # a hand-edited record
+        reason = str(check.get("reason") or "")
+    limit = check.get("max_new_tokens")
+    lines = [t["check_text"].format(
+        date=_cell(_no_paths(check.get("date") or "?")), backend=_cell(_no_paths(check.get("backend") or "?")),
+        limit=_int(limit) or "?", status=t["check_ok"] if check.get("status") == "ok" else t["check_failed"],
+        reason=_plain(_no_paths(reason)).rstrip(".。"))]
+    answer = check.get("answer")
+    if isinstance(answer, str) and answer.strip():
+        lines += ["", t["check_answer"] + _plain(_no_paths(answer))[:300]]
+    return lines
+
+
+def _no_paths(value: Any) -> str:
+    """Text with each local absolute path in it replaced by its last component."""
+    text = str(value)
+    for path in local_paths(text):
+        text = text.replace(path, Path(path.rstrip("/\\")).name or "/")
+    return text
 
 
 def _license_lines(lang: str, facts: Facts, hub: str) -> list[str]:

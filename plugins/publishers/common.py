@@ -11,13 +11,18 @@ from typing import Any, Mapping
 
 from vlhub.core.errors import BadInput
 from vlhub.core.publishing import GitJob, Remote, check_unchanged, gitpush, start
+from vlhub.core.publishing.access import check_git_access, host_visibility, hub_errors
 from vlhub.core.publishing.gitpush import ExtrasFn
+from vlhub.core.options import translated
 from vlhub.core.types import Option, ProgressCallback, Published, PublishPlan
 
-from . import card
+from . import card, labels_zh
 
-COMMON_OPTIONS = (
-    Option("private", "Create the repository as private (hubs with an API).", bool, False),
+COMMON_OPTIONS = translated((
+    Option("private", "Create the repository as private (hubs with an API); an existing public one is refused "
+           "unless --make-private.", bool, False),
+    Option("make_private", "Make an existing public repository private before anything is sent (Hugging Face).",
+           bool, False),
     Option("via", "How to send: 'api' (the hub's SDK) or 'git' (git + LFS).", str, None, ("api", "git")),
     Option("message", "Commit message.", str, None),
     Option("require_keyword", "Refuse unless the repository name contains this word.", str, None),
@@ -26,7 +31,7 @@ COMMON_OPTIONS = (
            "(refused otherwise).", bool, False),
     Option("base_model", "The model card's base model, a hub id ORG/NAME (default: from the folder).", str, None),
     Option("allow_template_mismatch", "Publish a chat template unlike the catalog's for the config.", bool, False),
-)
+), "zh", labels_zh.COMMON)
 
 
 class BuiltinPublisher:
@@ -53,29 +58,39 @@ class BuiltinPublisher:
 class HubPublisher(BuiltinPublisher):
     """A hub with an API (``hf:``, ``modelscope:``): ``ORG/NAME`` targets; the module's functions do the work.
 
-    Subclasses give :meth:`repo_id`, and ``plan``/``send`` (the module's ``preflight``/``publish``).
+    Subclasses give :meth:`repo_id`, and ``plan``/``send``/``target`` (the module's ``preflight``,
+    ``publish`` and its :class:`~vlhub.core.publishing.access.HubTarget` for a repository id). Every
+    HTTP error answer of the SDK in either step becomes one keyed line about the target
+    (:func:`~vlhub.core.publishing.access.hub_errors`).
     """
 
     def preflight(self, folder: Path, target: str, options: Mapping[str, Any],
                   progress: ProgressCallback | None = None) -> PublishPlan:
-        return self.with_card_checks(self.plan(Path(folder), self.repo_id(target), options, progress), options)
+        repo_id = self.repo_id(target)
+        with hub_errors(self.target(repo_id)):
+            return self.with_card_checks(self.plan(Path(folder), repo_id, options, progress), options)
 
     def publish(self, plan: PublishPlan, options: Mapping[str, Any],
                 progress: ProgressCallback | None = None) -> Published:
-        return self.send(plan, options, progress)
+        with hub_errors(self.target(plan.job.repo_id)):
+            return self.send(plan, options, progress)
 
     def repo_id(self, target: str) -> str:
         raise NotImplementedError
 
     plan: Any
     send: Any
+    target: Any
 
 
 class GitHostPublisher(BuiltinPublisher):
     """A publisher that always pushes with git + LFS (``git:``, ``openxlab:``): a :class:`GitJob` per target.
 
-    Subclasses give :meth:`job` (and :meth:`missing_token` where a token is required).
+    Subclasses give :meth:`job` (and :meth:`missing_token` where a token is required), and
+    ``user_var``: the variable holding the git user name (named in the fixes).
     """
+
+    user_var = ""
 
     def job(self, folder: Path, target: str, options: Mapping[str, Any]) -> Any:
         """The :class:`vlhub.core.publishing.GitJob` for ``target``."""
@@ -83,11 +98,19 @@ class GitHostPublisher(BuiltinPublisher):
 
     def preflight(self, folder: Path, target: str, options: Mapping[str, Any],
                   progress: ProgressCallback | None = None) -> PublishPlan:
+        """The folder's checks, then the remote's answer to the credentials (``ls-remote`` and the push
+        service: :func:`~vlhub.core.publishing.access.check_git_access`), then the git + LFS plan."""
         job = self.job(folder, target, options)
         missing = self.missing_token()
         if missing:
             return PublishPlan(job.label, [], 0, [missing], {"remote": job.web_url}, folder=Path(folder), job=job)
-        return self.with_card_checks(gitpush.preflight(job, options, progress), options)
+        plan = start(job.label, job.folder, job.repo_id, options)
+        plan.checks["visibility"], warning = host_visibility(job, options)
+        if warning:
+            plan.checks.setdefault("warnings", []).append(warning)
+        if not plan.problems:
+            check_git_access(job, self.secrets[0].env[0], self.user_var)
+        return self.with_card_checks(gitpush.preflight(job, options, progress, plan=plan), options)
 
     def publish(self, plan: PublishPlan, options: Mapping[str, Any],
                 progress: ProgressCallback | None = None) -> Published:
@@ -107,12 +130,10 @@ class HubJob:
 
 
 def hub_plan(label: str, folder: Path, repo_id: str, endpoint: str, options: Mapping[str, Any],
-             problem: str, checks: Mapping[str, Any]) -> PublishPlan:
-    """The start of a hub target's plan: the one scan, the local checks, the token check's ``problem``."""
+             checks: Mapping[str, Any]) -> PublishPlan:
+    """The start of a hub target's plan (after its access checks): the one scan, the local checks, ``checks``."""
     plan = start(label, folder, repo_id, options)
     plan.checks.update(checks)
-    if problem:
-        plan.problems.append(problem)
     plan.job = HubJob(label, repo_id, endpoint)
     return plan
 

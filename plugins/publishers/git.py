@@ -19,6 +19,7 @@ class GitPublisher(GitHostPublisher):
     name = "git"
     description = "Any git remote with Git LFS (token in $VLHUB_GIT_TOKEN, user in $VLHUB_GIT_USER)."
     secrets = (Secret("git", ("VLHUB_GIT_TOKEN",), "password or token of the git remote (user: $VLHUB_GIT_USER)"),)
+    user_var = "VLHUB_GIT_USER"
 
     def job(self, folder: Path, target: str, options: Mapping[str, Any]) -> Any:
         url = check_url(target)

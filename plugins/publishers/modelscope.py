@@ -22,15 +22,26 @@ from vlhub.core.fsutil import atomic_write_json, read_cache
 from vlhub.core.publishing import (GitJob, HashCache, Remote, RemoteFile, changed_during_upload, check_listing,
                                    gitpush, pending, plan_files, rerun_command, settle_extras, split_repo_id,
                                    staging_dir, staging_space)
-from vlhub.core.boundary import network_error
+from vlhub.core.errors import BadInput
 from vlhub.core.net import MODELSCOPE_RETRIES, install_modelscope_timeouts
-from vlhub.core.secrets import Secret, find_token, modelscope_login_store, redact
-from vlhub.core.types import Progress, ProgressCallback, Published, PublishPlan
+from vlhub.core.publishing.access import HubTarget, Identity, require_write, visibility
+from vlhub.core.secrets import Secret, find_token, modelscope_login_store
+from vlhub.core.options import translated
+from vlhub.core.types import Option, Progress, ProgressCallback, Published, PublishPlan
 
-from . import card
-from .common import HubPublisher, hub_plan, ready_to_send, redact_sdk_logging, via_git
+from . import card, labels_zh
+from .common import COMMON_OPTIONS, HubPublisher, hub_plan, ready_to_send, redact_sdk_logging, via_git
 
 MS_DEFAULT = "https://www.modelscope.cn"
+#: Why ``--make-private`` cannot be honoured: the SDK's ``update_repo_settings`` takes Studios and Skills only.
+NO_VISIBILITY_CHANGE = "ModelScope's SDK changes the settings of Studios and Skills only, not of models"
+
+
+def target(repo_id: str) -> HubTarget:
+    """``modelscope:repo_id`` as the access checks and the SDK's errors name it."""
+    endpoint = (os.environ.get("MODELSCOPE_ENDPOINT") or MS_DEFAULT).rstrip("/")
+    return HubTarget(f"modelscope:{repo_id}", "ModelScope", repo_id, endpoint, find_token("modelscope").source,
+                     "MODELSCOPE_API_TOKEN", "https://www.modelscope.cn/my/myaccesstoken")
 
 
 def _api() -> tuple[Any, str, str]:
@@ -62,19 +73,25 @@ def _record(stage: Path) -> dict[str, Any]:
     return read_cache(stage / "published.json", {})
 
 
-def _user(token: str, endpoint: str) -> str:
+def _identity(token: str, endpoint: str, where: HubTarget) -> Identity:
+    """whoami (``GET /openapi/v1/users/me``): the user name only; the SDK lists no organisations."""
     if not token:
-        return "no ModelScope token. Fix: set MODELSCOPE_API_TOKEN (modelscope.cn, account settings, access token)"
-    try:
-        from modelscope_hub import HubApi as Api
+        raise BadInput("publish.no_token", **where.words())
+    from modelscope_hub import HubApi as Api
 
-        Api(endpoint=endpoint, token=token).whoami()
-    except Exception as exc:
-        if network_error(exc) is not None:
-            raise  # a server that does not answer is not a bad token (vlhub.core.boundary words it)
-        short = " ".join(str(exc).split())[:200]
-        return f"the ModelScope token was rejected by {endpoint} ({redact(short)}). Fix: check MODELSCOPE_API_TOKEN"
-    return ""
+    return Identity(str(Api(endpoint=endpoint, token=token).whoami().username or ""), orgs_known=False)
+
+
+def _repo_state(token: str, endpoint: str, repo_id: str) -> tuple[bool, bool | None]:
+    """``(exists, private)``: ``get_repo``'s ``visibility`` (1 private, 5 public; 3 "internal": None)."""
+    from modelscope_hub import HubApi as Api
+    from modelscope_hub.errors import NotExistError
+
+    try:
+        level = Api(endpoint=endpoint, token=token).get_repo(repo_id, "model").visibility
+    except NotExistError:
+        return False, None
+    return True, {1: True, 5: False}.get(int(level) if level is not None else 5)
 
 
 def _extras(folder: Path, names: set[str], repo_id: str, remote: Mapping[str, RemoteFile],
@@ -89,15 +106,22 @@ def _extras(folder: Path, names: set[str], repo_id: str, remote: Mapping[str, Re
 
 def preflight(folder: Path, repo_id: str, options: Mapping[str, Any],
               progress: ProgressCallback | None = None) -> PublishPlan:
-    """Files (one scan), what ModelScope already has, the token and the folder's contents."""
+    """The token (whoami: is the namespace its user's, or vouched for with --org-member?), the repository's
+    visibility, files (one scan), what ModelScope already has and the folder's contents."""
     label = f"modelscope:{repo_id}"
     api, endpoint, token = _api()
-    plan = hub_plan(label, folder, repo_id, endpoint, options, _user(token, endpoint), {
-        "endpoint": endpoint, "token": find_token("modelscope").public(), "via": options.get("via") or "api"})
+    where = target(repo_id)
+    user = _identity(token, endpoint, where)
+    require_write(user, where, member_flag="--org-member", member=bool(options.get("org_member")))
+    exists, private = _repo_state(token, endpoint, repo_id)
+    plan = hub_plan(label, folder, repo_id, endpoint, options, {
+        "endpoint": endpoint, "token": find_token("modelscope").public(), "user": user.user,
+        "via": options.get("via") or "api",
+        "visibility": visibility(where, exists, private, options, cannot_change=NO_VISIBILITY_CHANGE)})
     if plan.problems:
         return plan
     if options.get("via") == "git":
-        return via_git(plan, options, progress, bool(api.repo_exists(repo_id)),
+        return via_git(plan, options, progress, exists,
                        Remote(f"{endpoint}/{repo_id}.git", "oauth2", token, "master"), f"{endpoint}/models/{repo_id}",
                        card.extras_for(folder, repo_id, bool(options.get("overwrite_card")), modelscope=True,
                                       base_model=options.get("base_model")))
@@ -116,7 +140,8 @@ def publish(plan: PublishPlan, options: Mapping[str, Any], progress: ProgressCal
     api, endpoint, token = _api()
     job, folder = plan.job, plan.folder
     repo_id, label = job.repo_id, job.label
-    api.create_repo(repo_id, visibility="private" if options.get("private") else "public", exist_ok=True)
+    private = options.get("private") or options.get("make_private")
+    api.create_repo(repo_id, visibility="private" if private else "public", exist_ok=True)
     if isinstance(job, GitJob):
         return gitpush.publish(plan, options, progress)
     stage = staging_dir(label, folder)
@@ -175,8 +200,12 @@ class ModelScopePublisher(HubPublisher):
     secrets = (Secret("modelscope", ("MODELSCOPE_API_TOKEN",), "ModelScope SDK token (modelscope.cn, My Settings)",
                       modelscope_login_store, "modelscope login store"),)
     modelscope = True
+    options = (*COMMON_OPTIONS, *translated((Option(
+        "org_member", "ModelScope: the target's namespace is an organisation the token's user may write to (the SDK "
+        "cannot list a user's organisations; the hub still decides).", bool, False),), "zh", labels_zh.MODELSCOPE))
     plan = staticmethod(preflight)
     send = staticmethod(publish)
+    target = staticmethod(target)
 
     def repo_id(self, target: str) -> str:
         split_repo_id("modelscope", target, "your-name/InternVL2-2B-food")

@@ -18,6 +18,7 @@ class OpenXLabPublisher(GitHostPublisher):
     name = "openxlab"
     description = "OpenXLab (git + LFS; $OPENXLAB_TOKEN, user $OPENXLAB_USER, base URL $OPENXLAB_GIT_URL)."
     secrets = (Secret("openxlab", ("OPENXLAB_TOKEN",), "OpenXLab git access token"),)
+    user_var = "OPENXLAB_USER"
     BASE = "https://code.openxlab.org.cn"
 
     def job(self, folder: Path, target: str, options: Mapping[str, Any]) -> Any:

@@ -10,11 +10,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vlhub.core import messages
 from vlhub.core.errors import BadInput
 from vlhub.core.prepared.format import MANIFEST, load_manifest
 
 #: LLM architectures xtuner 0.2.0's InternVL_V1_5_Dataset accepts, and their prompt template.
 TEMPLATE_FOR_ARCH = {"InternLM2ForCausalLM": "internlm2_chat", "Phi3ForCausalLM": "phi3_chat"}
+#: The refusal of a model whose LLM xtuner 0.2.0 cannot train (InternVL2.5/3/3.5 with Qwen LLMs): it names the
+#: trainer that can.
+OTHER_LLM = "xtuner.other_llm"
+messages.register(
+    OTHER_LLM,
+    ("--model {path}: its LLM is {arch}; xtuner 0.2.0 trains InternVL with {trains} only",
+     "train it with `--trainer swift` (ms-swift: InternVL2.5/3 with Qwen2.5, InternVL3.5 with Qwen3), or use an "
+     "InternVL2 model with an InternLM2 or Phi-3 LLM (e.g. InternVL2-2B, -4B, -8B, -26B)"),
+    ("--model {path}：它的 LLM 是 {arch}；xtuner 0.2.0 只能训练 LLM 为 {trains} 的 InternVL",
+     "请改用 `--trainer swift`（ms-swift：LLM 为 Qwen2.5 的 InternVL2.5/3、LLM 为 Qwen3 的 InternVL3.5），或使用 LLM 为 "
+     "InternLM2 或 Phi-3 的 InternVL2 模型（例如 InternVL2-2B、-4B、-8B、-26B）"))
 
 
 @dataclass
@@ -88,15 +100,23 @@ def check_model(model: Path) -> ModelInfo:
                        "(a download may have stopped half-way)")
     arch = (llm.get("architectures") or ["?"])[0]
     if arch not in TEMPLATE_FOR_ARCH:
-        raise BadInput(f"--model {model}: its LLM is {arch}; xtuner 0.2.0 trains InternVL with "
-                       f"{' or '.join(TEMPLATE_FOR_ARCH)} only", "use an InternVL2 model with an InternLM2 or Phi-3 LLM "
-                       "(e.g. InternVL2-2B, -4B, -8B, -26B)")
+        raise BadInput(OTHER_LLM, path=model, arch=arch, trains=" or ".join(TEMPLATE_FOR_ARCH))
     tile = int(cfg.get("force_image_size") or vision.get("image_size") or 448)
     patch = int(vision.get("patch_size") or 14)
     ratio = float(cfg.get("downsample_ratio") or 0.5)
     tiles = int(cfg.get("max_dynamic_patch") or 12) + int(bool(cfg.get("use_thumbnail")))
     return ModelInfo(model, arch, str(llm.get("model_type", "")), TEMPLATE_FOR_ARCH[arch],
                      int((tile // patch) ** 2 * ratio ** 2), tiles)
+
+
+def trains(model: Path) -> bool:
+    """Whether xtuner 0.2.0 trains the InternVL folder ``model``: its ``llm_config.architectures`` is one of
+    :data:`TEMPLATE_FOR_ARCH` (the rule :func:`check_model` refuses by); never raises."""
+    try:
+        config = json.loads((Path(model) / "config.json").read_text(encoding="utf-8"))
+        return (config["llm_config"]["architectures"] or ["?"])[0] in TEMPLATE_FOR_ARCH
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return False
 
 
 def check_template(info: ModelInfo, template: str | None) -> str:

@@ -20,6 +20,8 @@ from typing import Any
 
 from vlhub.core.errors import BadInput
 
+from . import notices
+
 #: problem kinds that stop a plan (the others are warnings)
 REFUSED = ("record", "length")
 #: records named in one line
@@ -69,10 +71,7 @@ def over_length(check: dict[str, Any]) -> str:
     count = check.get("over_max_length", 0)
     if not count:
         return ""
-    worst = check["over_max_length_worst"]
-    samples = f"{check['kept']} sample{'' if check['kept'] == 1 else 's'}"
-    return (f"{count} of {samples} exceed{'s' if count == 1 else ''} --max-length {check['max_length']} and "
-            f"will be cut (worst: record {worst['index']}, {worst['tokens']} tokens, {worst['over']} over)")
+    return notices.over_length(count, check["kept"], check["max_length"], check["over_max_length_worst"])
 
 
 def raise_over_length(check: dict[str, Any], file: Path) -> None:
@@ -91,8 +90,7 @@ def notes(check: dict[str, Any]) -> list[str]:
     images = [p for p in check.get("problems", []) if p.get("kind") == "image"]
     if images:
         count = check.get("left_out", {}).get("image", len(images))
-        out.append(f"{count} record{' is' if count == 1 else 's are'} left out for a missing or unreadable image "
-                   f"(first: {_describe(images[0])})")
+        out.append(notices.images_left_out(count, _describe(images[0])))
     text = over_length(check)
     if text:
         out.append(text)

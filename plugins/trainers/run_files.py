@@ -6,18 +6,23 @@ Layout (all under the run folder)::
     code/             the model class module         train.log     console of `xtuner train` (all ranks)
     metrics.jsonl     one record per Iter(train)     samples.jsonl sample outputs of the evaluation hook
     ranks/            torchrun's per-rank logs       work/         xtuner's work dir (iter_N.pth, ...)
+    best_checkpoint.json  the best checkpoint by the validation metric   tensorboard/  TensorBoard event files
+
+``metrics.jsonl`` also holds one validation record per validation, and ``best_checkpoint.json`` is
+written by the validation hook: both in the trainer-neutral format of :mod:`vlhub.core.train_metrics`.
 """
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
+from vlhub.core import train_metrics
 from vlhub.core.fsutil import atomic_write_text
 
+from . import distributed
 from .checkpoints import list_checkpoints
-from .xtuner_log import EXCEPTION, parse_file, tail
+from .xtuner_log import parse_file, tail
 
 CONFIG = "config.py"
 CODE = "code"
@@ -26,7 +31,6 @@ METRICS = "metrics.jsonl"
 SAMPLES = "samples.jsonl"
 RANKS = "ranks"
 WORK = "work"
-RANK_DIR = re.compile(r"attempt_(\d+)/(\d+)$")
 
 
 def append_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
@@ -58,9 +62,14 @@ def rebuild_records(run_dir: Path) -> None:
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """Metrics by iteration; after a resume the re-run iterations replace the first ones."""
-    by_iter = {r["iter"]: r for r in read_jsonl(Path(run_dir) / METRICS) if "iter" in r}
-    return [by_iter[k] for k in sorted(by_iter)]
+    """Training metrics by iteration; after a resume the re-run iterations replace the first ones
+    (:func:`vlhub.core.train_metrics.read_metrics`)."""
+    return train_metrics.read_metrics(run_dir)[0]
+
+
+def read_validation(run_dir: Path) -> list[dict[str, Any]]:
+    """Validation records by iteration (``val_loss``, ``val_acc``, ...: :mod:`vlhub.core.train_metrics`)."""
+    return train_metrics.read_metrics(run_dir)[1]
 
 
 def read_samples(run_dir: Path) -> list[dict[str, Any]]:
@@ -69,40 +78,14 @@ def read_samples(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def rank_logs(run_dir: Path) -> list[dict[str, Any]]:
-    """torchrun's per-rank files of the latest attempt: ``{"rank", "stdout", "stderr", "error"}``."""
-    ranks: dict[int, dict[str, Any]] = {}
-    for folder in sorted((Path(run_dir) / RANKS).glob("*/attempt_*/*"), key=lambda p: p.stat().st_mtime):
-        match = RANK_DIR.search(folder.as_posix())
-        if not match or not folder.is_dir():
-            continue
-        error_file = folder / "error.json"
-        ranks[int(match.group(2))] = {"rank": int(match.group(2)), "stdout": str(folder / "stdout.log"),
-                                      "stderr": str(folder / "stderr.log"),
-                                      "error": _error_json(error_file) if error_file.is_file() else None}
-    return [ranks[k] for k in sorted(ranks)]
-
-
-def _error_json(path: Path) -> str | None:
-    try:
-        message = json.loads(path.read_text()).get("message")
-    except (OSError, ValueError):
-        return None
-    if isinstance(message, dict):
-        message = message.get("message")
-    return str(message).strip().splitlines()[-1] if message else None
+    """torchrun's per-rank files of the latest launch: ``{"rank", "stdout", "stderr", "error"}``
+    (:func:`.distributed.rank_logs`)."""
+    return distributed.rank_logs(Path(run_dir) / RANKS)
 
 
 def rank_errors(run_dir: Path) -> list[str]:
-    """The error of each rank that failed: torchrun's error.json, else the last exception in its stderr."""
-    errors = []
-    for rank in rank_logs(run_dir):
-        error = rank["error"]
-        if not error:
-            found = [line.strip() for line in tail(Path(rank["stderr"]), 200) if EXCEPTION.match(line.strip())]
-            error = found[-1] if found else None
-        if error:
-            errors.append(f"rank {rank['rank']}: {error}")
-    return errors
+    """The error of each rank that failed, the first to fail first (:func:`.distributed.rank_errors`)."""
+    return distributed.rank_errors(Path(run_dir) / RANKS, Path(run_dir) / LOG)
 
 
 def outcome(run_dir: Path, stopping: bool) -> dict[str, Any]:
@@ -123,5 +106,7 @@ def outcome(run_dir: Path, stopping: bool) -> dict[str, Any]:
         result["error"] = (errors[0] if errors else parser.error
                            or "the training ended without saving its final checkpoint; see the log tail")
         result["rank_errors"] = errors
+        if errors:  # not torchrun's own ChildFailedError, which the console log ends with
+            result["progress"]["error"] = errors[0]
         result["log_tail"] = tail(run_dir / LOG)
     return result

@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from vlhub.core.errors import BadInput
-from vlhub.core.options import FLAGS, Option, flag as _flag, resolve
+from vlhub.core.options import FLAGS, Option, flag as _flag, resolve, translated
+
+from . import distributed, labels_zh
 
 METHODS = ("lora", "qlora", "full")
 DEEPSPEED = ("zero1", "zero2", "zero3", "zero3_offload", "none")
@@ -39,14 +41,24 @@ OPTIONS: tuple[Option, ...] = (
     Option("freeze_llm", "freeze the LLM's own weights (default: yes, except for full)", bool, None),
     Option("freeze_vit", "freeze the vision encoder's own weights", bool, True),
     Option("deepspeed", "DeepSpeed ZeRO stage, or none", str, "zero2", DEEPSPEED),
-    Option("gpus", "GPUs on this machine (NPROC_PER_NODE)", int, 1),
-    Option("nnodes", "machines taking part (NNODES)", int, 1),
-    Option("node_rank", "this machine's rank, 0 on the main one (NODE_RANK)", int, 0),
-    Option("master_addr", "address of the rank-0 machine (ADDR)", str, "127.0.0.1"),
-    Option("master_port", "port on the rank-0 machine (PORT)", int, 29500),
+    Option("gpus", "GPUs on this machine (processes per node; default: 1, or the number of --devices)", int, 1),
+    distributed.DEVICES,
+    Option("nnodes", "machines taking part (torchrun --nnodes)", int, 1),
+    Option("node_rank", "this machine's rank, 0 on the main one (torchrun --node_rank)", int, 0),
+    Option("master_addr", "address of the rank-0 machine (torchrun --master_addr)", str, "127.0.0.1"),
+    Option("master_port", "rendezvous port on the rank-0 machine (default: a free port per start on one "
+                          "machine, 29500 with --nnodes > 1)", int, None),
     Option("eval_prompt", "prompt to answer about --eval-image during training (repeatable)", list, ()),
     Option("eval_image", "image for the evaluation prompts", str, None),
     Option("eval_every", "sample outputs every N iterations (default: --save-steps)", int, None),
+    Option("val_every", "validate every N iterations on the prepared folder's val.json and val_mc.json (default: "
+                        "chosen so that validation costs at most 10% of the training time; 0: off)", int, None),
+    Option("val_items", "validate on at most N val.json records and N val_mc.json items (default: chosen with "
+                        "--val-every; 0: off)", int, None),
+    Option("best_metric", "validation metric that picks the best checkpoint (kept by --save-limit, converted by "
+                          "`vlhub convert RUN`)", str, "val_loss", ("val_loss", "val_acc")),
+    Option("report_to", "experiment tracker: tensorboard, wandb, swanlab or none (repeatable; default: TensorBoard, "
+                        "plus W&B and SwanLab when installed in the train env and logged in)", list, ()),
     Option("image_root", "folder the data's image paths are relative to (default: from the data)", str, None),
     Option("workers", "dataloader worker processes", int, 2),
     Option("seed", "random seed", int, 42),
@@ -58,6 +70,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("launch_command", "replace `xtuner train ...` by this command line ({config}, {work_dir}, "
                              "{run_dir} are filled in); for wrappers such as srun, and for tests", str, None),
 )
+OPTIONS = translated(OPTIONS, "zh", labels_zh.OPTIONS)
 
 
 @dataclass
@@ -86,13 +99,18 @@ class Settings:
     freeze_vit: bool = True
     deepspeed: str = "zero2"
     gpus: int = 1
+    devices: str | None = None
     nnodes: int = 1
     node_rank: int = 0
     master_addr: str = "127.0.0.1"
-    master_port: int = 29500
+    master_port: int | None = None
     eval_prompt: list[str] = field(default_factory=list)
     eval_image: str | None = None
     eval_every: int | None = None
+    val_every: int | None = None
+    val_items: int | None = None
+    best_metric: str = "val_loss"
+    report_to: list[str] = field(default_factory=list)
     image_root: str | None = None
     workers: int = 2
     seed: int = 42
@@ -108,6 +126,13 @@ class Settings:
     @property
     def world_size(self) -> int:
         return self.gpus * self.nnodes
+
+    @property
+    def topology(self) -> distributed.Topology:
+        """Processes, machines, rendezvous and GPU indices of the launch."""
+        devices, _ = distributed.parse_devices(self.devices, self.gpus)
+        return distributed.Topology(self.gpus, self.nnodes, self.node_rank, self.master_addr, self.master_port,
+                                    devices)
 
     def public(self) -> dict[str, Any]:
         return asdict(self)
@@ -133,9 +158,11 @@ def parse(options: Mapping[str, Any]) -> Settings:
             combination that cannot train; the message names the flag and the fix.
     """
     s = Settings(**resolve(OPTIONS, options, FLAGS))
+    devices, gpus = distributed.parse_devices(s.devices, None if options.get("gpus") in (None, "") else s.gpus)
+    s.devices, s.gpus = (",".join(map(str, devices)) or None), gpus or s.gpus
     _positive(s, "max_length", "batch_size", "grad_accum", "epochs", "max_iters", "save_steps", "lora_r",
               "lora_alpha", "gpus", "nnodes", "log_interval", "eval_every")
-    _positive(s, "workers", "node_rank", "vit_lora_r", minimum=0)
+    _positive(s, "workers", "node_rank", "vit_lora_r", "val_every", "val_items", minimum=0)
     for name in ("lr", "warmup_ratio", "weight_decay", "max_norm", "lora_dropout"):
         if getattr(s, name) < 0:
             raise BadInput(f"{_flag(name)} {getattr(s, name)} is negative", f"give {_flag(name)} a value >= 0")
@@ -151,7 +178,7 @@ def parse(options: Mapping[str, Any]) -> Settings:
     if s.nnodes > 1 and s.master_addr in ("127.0.0.1", "localhost"):
         raise BadInput("--nnodes > 1 needs the rank-0 machine's address",
                        "add --master-addr IP (the same on every machine)")
-    if not 0 < s.master_port < 65536:
+    if s.master_port is not None and not 0 < s.master_port < 65536:
         raise BadInput(f"--master-port {s.master_port} is not a port", "use e.g. --master-port 29500")
     if s.method == "full" and s.llm_frozen and s.freeze_vit:
         raise BadInput("--method full with --freeze-llm and --freeze-vit trains only the projector",

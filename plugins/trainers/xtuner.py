@@ -14,6 +14,7 @@ import math
 import shutil
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -29,7 +30,9 @@ from vlhub.core.types import Checkpoint, TrainPlan, to_dict
 from vlhub.core.worker import run_worker
 
 from ..workers import TRAIN_ENV, script
-from . import inputs, launch_spec, record_check, run_files, xtuner_config
+from vlhub.core import tracking
+
+from . import distributed, inputs, launch_spec, notices, record_check, run_files, validation, xtuner_config
 from .checkpoints import last_complete, list_checkpoints
 from .settings import OPTIONS, Settings, from_public, parse
 from .xtuner_log import parse_file, tail
@@ -60,9 +63,17 @@ class XtunerTrainer:
     """InternVL2 LoRA / QLoRA / full fine-tuning with xtuner 0.2.0 + DeepSpeed, detached."""
 
     name = "xtuner"
-    description = "InternVL2 fine-tuning with xtuner train + DeepSpeed (LoRA, QLoRA, full)"
+    description = ("xtuner train + DeepSpeed, LoRA, QLoRA or full: InternVL2 with an InternLM2 or Phi-3 LLM "
+                   "(InternVL2-2B, -4B, -8B, -26B, Mini-InternVL-Chat-2B/4B-V1-5)")
     options = OPTIONS
     stage_env = TRAIN_ENV
+    #: the trackers' keys (read from the environment or their login stores, never stored by vlhub)
+    secrets = (tracking.WANDB, tracking.SWANLAB)
+
+    @staticmethod
+    def accepts_model(model: Path) -> bool:
+        """Whether this trainer trains the model folder ``model`` (its LLM, :func:`.inputs.trains`; never raises)."""
+        return inputs.trains(model)
 
     # ------------------------------------------------------------ planning
     def plan(self, model: Path, data: Path, options: Mapping[str, Any], run_dir: Path) -> TrainPlan:
@@ -82,12 +93,14 @@ class XtunerTrainer:
         template = inputs.check_template(info, s.template)
         data_info = inputs.check_data(data, s.image_root)
         _batch_fits(s, data_info.records - len(data_info.missing_images), info)
+        val_data = validation.find(data)
+        val_plan = validation.plan(s, val_data, iterations(s, data_info.records - len(data_info.missing_images)), data)
         run_dir = Path(run_dir).resolve()
         code = run_dir / run_files.CODE
         code.mkdir(parents=True, exist_ok=True)
         shutil.copy2(script(xtuner_config.MODEL_MODULE), code)
         config = run_dir / run_files.CONFIG
-        atomic_write_text(config, xtuner_config.render(s, info, data_info, template, run_dir.name))
+        atomic_write_text(config, xtuner_config.render(s, info, data_info, template, run_dir, val_plan, val_data))
         env = launch_spec.environment(s, code, run_dir)
         report = run_worker(TRAIN_ENV.name, script("train_inspect"),
                             [str(config), "--dataset", *(["--step"] if s.check_step else [])],
@@ -109,9 +122,20 @@ class XtunerTrainer:
             raise BadInput(f"--max-length {s.max_length}: every sample is longer (median "
                            f"{dataset['tokens']['median']} tokens)", f"use --max-length {dataset['tokens']['max']}")
         dataset["iterations"] = iterations(s, dataset["samples"])
+        # the exact iteration count and the trackers the train env has: the config as it will run
+        val_plan = validation.plan(s, val_data, dataset["iterations"], data)
+        trackers = tracking.choose(s.report_to, machine.get("trackers", {}), TRAIN_ENV.name,
+                                   str(stage.require(TRAIN_ENV.name)))
+        atomic_write_text(config, xtuner_config.render(s, info, data_info, template, run_dir, val_plan, val_data,
+                                                       trackers))
+        dataset["validation"] = {**val_plan.public(), "val": str(val_data.val) if val_data.val else None,
+                                 "val_mc": str(val_data.mc) if val_data.mc else None,
+                                 "built": dataset.pop("validation", None)}
+        machine["tracking"] = {"trackers": trackers, "tensorboard": str(tracking.tensorboard_dir(run_dir))
+                               if tracking.TENSORBOARD in trackers else None}
         plan = TrainPlan(run_dir.name, run_dir, config,
-                         launch_spec.command(s, Path(stage.require(TRAIN_ENV.name)).parent / "xtuner", config,
-                                             run_dir / run_files.WORK, run_dir),
+                         launch_spec.command(s, stage.require(TRAIN_ENV.name), config, run_dir / run_files.WORK,
+                                             run_dir),
                          env, {**dataset, "environment": machine}, {**s.public(), "template": template},
                          self._warnings(s, dataset, machine))
         return plan
@@ -150,31 +174,38 @@ class XtunerTrainer:
     @staticmethod
     def _warnings(s: Settings, dataset: dict[str, Any], machine: dict[str, Any]) -> list[str]:
         notes = record_check.notes(dataset["check"])
+        notes.append(dataset["validation"]["note"])
+        notes.append(notices.tracking(machine["tracking"]["trackers"]))
         if s.save_steps > dataset["iterations"]:
-            notes.append(f"--save-steps {s.save_steps} > {dataset['iterations']} iterations: only the final "
-                         "checkpoint will be saved")
+            notes.append(notices.save_steps_over(s.save_steps, dataset["iterations"]))
         if s.method == "qlora" and not machine["cuda_devices"]:
-            notes.append("QLoRA loads 4-bit weights with bitsandbytes on a CUDA GPU; none is visible here")
+            notes.append(notices.qlora_no_gpu())
         if not machine["flash_attn"]:
-            notes.append("flash-attn is not installed: the LLM trains with sdpa/eager attention (slower)")
+            notes.append(notices.no_flash_attn())
         return notes
 
     # ------------------------------------------------------------ running
     def launch(self, plan: TrainPlan) -> int:
         """Start the run's supervisor detached and record it (pid, start time, command line).
 
+        Several GPUs: the launch's rendezvous port is chosen now and recorded in ``run.json``
+        (``master_port``, :func:`.distributed.assign_port`), for a resumed run too.
+
         Returns:
             The supervisor's pid.
         Raises:
-            BadInput: the train environment sees fewer GPUs than ``--gpus`` (without ``--launch-command``).
+            BadInput: the train environment sees fewer GPUs than ``--gpus``, or not a GPU ``--devices`` names
+                (without ``--launch-command``).
         """
         run = load_run(plan.run_dir)
         s = from_public(plan.settings)
         gpus = plan.dataset.get("environment", {}).get("cuda_devices", 0)
         if not s.launch_command and gpus < s.gpus:
-            raise BadInput(f"--gpus {s.gpus}: the train environment sees {gpus} CUDA GPU(s); xtuner train "
-                           "cannot train on the CPU", "run on a machine with GPUs (--dry-run checks settings "
-                           "anywhere), or lower --gpus")
+            raise BadInput(notices.NO_GPUS, flag="--gpus", gpus=s.gpus, visible=gpus)
+        if not s.launch_command:
+            distributed.check_devices(s.topology, gpus)
+        if s.topology.distributed and not s.launch_command:
+            plan = replace(plan, command=distributed.assign_port(run, s.topology, plan.command))
         python = stage.require(TRAIN_ENV.name)
         env = stage.clean_env(plan.env, python)
         # the plan is recorded first (the supervisor reads its command); the status turns active only

@@ -7,13 +7,26 @@ with every value rendered as a literal: mmengine parses configs with lazy import
 ``code/`` and put on ``PYTHONPATH``), which loads the LLM without flash-attn when it is absent;
 the dataset class is ``VlhubInternVLDataset`` from the same file (xtuner's ``InternVL_V1_5_Dataset``
 plus several images per record, a per-record system prompt and a check of every record).
+
+Validation is mmengine's own: ``val_dataloader`` / ``val_evaluator`` / ``val_cfg`` and
+``train_cfg.val_interval`` (absent when validation is off), with the validation classes of the same
+file. ``VlhubCheckpointKeeper`` applies ``--save-limit`` (mmengine's ``CheckpointHook`` keeps every
+checkpoint, ``max_keep_ckpts=-1``) and marks the best checkpoint. ``visualizer.vis_backends`` lists the
+run's trackers (:mod:`vlhub.core.tracking`).
 """
 from __future__ import annotations
 
+from pathlib import Path
 from string import Template
+from typing import Sequence
+
+from vlhub.core.tracking import PROJECT, SWANLAB_NAME, TENSORBOARD, TRACKERS, WANDB_NAME, tensorboard_dir
+from vlhub.core.train_metrics import BEST_FILE, BEST_METRICS
+from vlhub.core.train_validation import ValidationPlan
 
 from .inputs import DataInfo, ModelInfo
 from .settings import Settings
+from .validation import ValidationData
 
 #: The module (in the run folder's code/ directory) that holds the model and dataset classes and the sample hook.
 MODEL_MODULE = "train_internvl"
@@ -25,7 +38,7 @@ TEMPLATE = Template('''\
 from mmengine.hooks import (CheckpointHook, DistSamplerSeedHook, IterTimerHook,
                             LoggerHook, ParamSchedulerHook)
 from mmengine.optim import AmpOptimWrapper, CosineAnnealingLR, LinearLR
-from mmengine.visualization import LocalVisBackend, Visualizer
+$vis_imports
 from peft import LoraConfig
 from torch.optim import AdamW
 from transformers import AutoTokenizer
@@ -36,8 +49,8 @@ from xtuner.engine.hooks import DatasetInfoHook
 from xtuner.engine.runner import TrainLoop
 from xtuner.utils import PROMPT_TEMPLATE
 
-from $module import InternVLSampleHook, VlhubInternVL, VlhubInternVLDataset
-
+from $module import InternVLSampleHook, VlhubCheckpointKeeper, VlhubInternVL, VlhubInternVLDataset
+$val_imports
 #######################################################################
 #                          PART 1  Settings                           #
 #######################################################################
@@ -67,6 +80,8 @@ warmup_ratio = $warmup_ratio
 save_steps = $save_steps
 save_total_limit = $save_limit  # maximum checkpoints to keep (-1: unlimited)
 
+# Validation (val.json loss, val_mc.json accuracy) every val_interval iterations; 0: off
+$val_settings
 # Evaluate the generation performance during the training
 evaluation_freq = $eval_every
 evaluation_image = $eval_image
@@ -107,7 +122,7 @@ train_dataloader = dict(
         length_property='modality_length',
         per_device_batch_size=batch_size * accumulative_counts),
     collate_fn=dict(type=default_collate_fn))
-
+$val_loader
 #######################################################################
 #                    PART 4  Scheduler & Optimizer                    #
 #######################################################################
@@ -123,7 +138,7 @@ optim_wrapper = dict(
 param_scheduler = [
 $schedulers]
 
-train_cfg = dict(type=TrainLoop, $loop_arg)
+train_cfg = dict(type=TrainLoop, $loop_arg$val_arg)
 
 #######################################################################
 #                           PART 5  Runtime                           #
@@ -135,7 +150,14 @@ tokenizer = dict(
 
 custom_hooks = [
     dict(type=DatasetInfoHook, tokenizer=tokenizer),
-$sample_hook]
+$sample_hook    dict(
+        type=VlhubCheckpointKeeper,  # --save-limit: the newest save_total_limit checkpoints + the best
+        interval=save_steps,
+        keep=save_total_limit,
+        metric=$best_metric,
+        mode=$best_mode,
+        marker=$best_marker),
+]
 
 default_hooks = dict(
     timer=dict(type=IterTimerHook),
@@ -146,7 +168,7 @@ default_hooks = dict(
         save_optimizer=True,  # needed to resume
         by_epoch=False,
         interval=save_steps,
-        max_keep_ckpts=save_total_limit),
+        max_keep_ckpts=-1),  # VlhubCheckpointKeeper deletes, never the best
     sampler_seed=dict(type=DistSamplerSeedHook),
 )
 
@@ -156,7 +178,9 @@ env_cfg = dict(
     dist_cfg=dict(backend='nccl'),
 )
 
-visualizer = dict(type=Visualizer, vis_backends=[dict(type=LocalVisBackend)])
+visualizer = dict(type=Visualizer, vis_backends=[
+    dict(type=LocalVisBackend),
+$vis_backends])
 log_level = 'INFO'
 load_from = None  # `vlhub train --resume RUN` passes --resume CHECKPOINT instead
 resume = False
@@ -194,13 +218,81 @@ def _schedulers(s: Settings) -> str:
     return "".join(rows)
 
 
-def render(s: Settings, model: ModelInfo, data: DataInfo, template: str, run_id: str) -> str:
-    """The config file's text."""
+VAL_SETTINGS = """val_data_path = {val}
+val_mc_path = {mc}
+val_interval = {every}
+val_items = {items}  # val.json records (evenly spaced)
+val_mc_items = {mc_items}  # val_mc.json items (evenly spaced)
+"""
+VAL_LOADER = """
+# mmengine's validation loop: VlhubInternVL.forward(mode='predict') scores each item, VlhubValMetric
+# reports val_loss / val_acc to the LoggerHook (log, TensorBoard ...) and the hooks (best checkpoint)
+val_dataloader = dict(
+    batch_size=1,
+    num_workers=dataloader_num_workers,
+    dataset=dict(
+        type=VlhubValDataset,
+        model_path=model_path,
+        template=prompt_template,
+        data_path=val_data_path,
+        image_folder=image_folder,
+        mc_path=val_mc_path,
+        items=val_items,
+        mc_items=val_mc_items,
+        max_length=max_length),
+    sampler=dict(type=DefaultSampler, shuffle=False),
+    collate_fn=dict(type=val_collate_fn))
+val_evaluator = dict(type=VlhubValMetric)
+val_cfg = dict(type=ValLoop)
+"""
+#: the mmengine visualizer backend of each tracker (:mod:`vlhub.core.tracking`), its import and its entry
+BACKENDS = {
+    TENSORBOARD: ("from mmengine.visualization import TensorboardVisBackend",
+                  "    dict(type=TensorboardVisBackend, save_dir={tensorboard}),\n"),
+    WANDB_NAME: ("from mmengine.visualization import WandbVisBackend",
+                 "    dict(type=WandbVisBackend, init_kwargs=dict(project={project}, name={run_id})),\n"),
+    SWANLAB_NAME: ("from swanlab.integration.mmengine import SwanlabVisBackend",
+                   "    dict(type=SwanlabVisBackend, init_kwargs=dict(project={project}, experiment_name={run_id})),\n"),
+}
+
+
+def render(s: Settings, model: ModelInfo, data: DataInfo, template: str, run_dir: Path,
+           validation: ValidationPlan | None = None, val_data: ValidationData | None = None,
+           trackers: Sequence[str] = ()) -> str:
+    """The config file's text.
+
+    Args:
+        s: the settings; model, data, template: the checked inputs.
+        run_dir: the run folder (its name is the run id; the best-checkpoint marker and TensorBoard folder are in it).
+        validation: what the run validates (off when ``None`` or not enabled); val_data: its files.
+        trackers: :mod:`vlhub.core.tracking` names, each an mmengine ``vis_backends`` entry beside
+            ``LocalVisBackend`` (TensorBoard into ``RUN/tensorboard``; W&B and SwanLab into project ``vlhub``).
+    """
+    run_dir = Path(run_dir)
+    run_id = run_dir.name
+    validating = bool(validation and validation.enabled and val_data)
     lora = LORA.format(r=s.lora_r, alpha=s.lora_alpha, dropout=s.lora_dropout) if s.method != "full" else "None"
     vit_lora = (LORA.format(r=s.vit_lora_r, alpha=s.vit_lora_alpha, dropout=s.lora_dropout)
                 if s.vit_lora_r else "None")
     loop = f"max_iters = {s.max_iters}" if s.max_iters else f"max_epochs = {s.epochs}"
+    vis = [BACKENDS[t] for t in TRACKERS if t in trackers]
+    values = {"tensorboard": repr(str(tensorboard_dir(run_dir))), "project": repr(PROJECT), "run_id": repr(run_id)}
     return TEMPLATE.substitute(
+        vis_imports="\n".join([*(["from mmengine.dataset import DefaultSampler", "from mmengine.runner import ValLoop"]
+                                 if validating else []),
+                               "from mmengine.visualization import LocalVisBackend, Visualizer",
+                               *(line for line, _ in vis)]),
+        vis_backends="".join(entry.format(**values) for _, entry in vis),
+        val_imports=f"from {MODEL_MODULE} import VlhubValDataset, VlhubValMetric, val_collate_fn\n"
+                    if validating else "",
+        val_settings=VAL_SETTINGS.format(
+            val=repr(str(val_data.val) if val_data.val else None), mc=repr(str(val_data.mc) if val_data.mc else None),
+            every=validation.every, items=validation.items, mc_items=validation.mc_items)
+        if validating else "val_interval = 0\n",
+        val_loader=VAL_LOADER if validating else "",
+        val_arg=", val_interval=val_interval" if validating else "",
+        best_metric=repr(s.best_metric) if validating else "None",
+        best_mode=repr(BEST_METRICS[s.best_metric]), best_marker=repr(str(run_dir / BEST_FILE)),
         run_id=run_id, module=MODEL_MODULE, method=repr(s.method),
         deepspeed_flag="" if s.deepspeed == "none" else f"--deepspeed deepspeed_{s.deepspeed} ",
         model_path=repr(str(model.path)), data_path=repr(str(data.file)), image_folder=repr(str(data.image_root)),

@@ -6,8 +6,12 @@ Lines look like (seed 001)::
     06/13 19:41:34 - mmengine - INFO - Sample output:
     <s><|im_start|>user ...
     06/13 19:41:35 - mmengine - INFO - Saving checkpoint at 100 iterations
+    06/13 19:41:52 - mmengine - INFO - Validation at iteration 100: val_loss: 1.2345  val_acc: 0.5  val_items: 64  ...
 
-and may carry torchrun's ``[default0]:`` prefix when ranks are teed to the console.
+and may carry torchrun's ``[default0]:`` prefix when ranks are teed to the console. The
+``Validation at iteration N:`` line is written by vlhub's ``VlhubCheckpointKeeper`` after mmengine's
+validation loop (its own ``Iter(val)`` line does not say after which iteration it ran); it becomes a
+validation record (:mod:`vlhub.core.train_metrics`).
 :class:`LogParser` is fed lines incrementally (the supervisor) or a whole file (``status``).
 """
 from __future__ import annotations
@@ -17,11 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from vlhub.core.train_metrics import VAL
+
 PREFIX = re.compile(r"^\[[a-z]*\d+\]:")
 HEADER = re.compile(r"^(?P<ts>\d\d/\d\d \d\d:\d\d:\d\d) - mmengine - (?P<level>[A-Z]+) - (?P<msg>.*)$")
 ITER = re.compile(r"(?:Iter|Epoch)\(train\)\s*(?:\[\d+\])?\[\s*(?P<iter>\d+)/(?P<total>\d+)\]\s+(?P<rest>.*)$")
 PAIR = re.compile(r"(\w+): (\S+)")
 SAVE = re.compile(r"Saving checkpoint at (\d+) iterations")
+VALIDATION = re.compile(r"^Validation at iteration (?P<iter>\d+):\s*(?P<rest>.*)$")
 EXCEPTION = re.compile(r"^(?:[\w.]+\.)?(\w*(?:Error|Exception|Interrupt)|AssertionError)(?::\s*(.*))?$")
 
 
@@ -47,6 +54,18 @@ def parse_iter(line: str) -> dict[str, Any] | None:
     record: dict[str, Any] = {"iter": int(match.group("iter")), "total": int(match.group("total"))}
     record.update((k, _number(v)) for k, v in PAIR.findall(match.group("rest")))
     record["logged"] = head.group("ts")
+    return record
+
+
+def parse_validation(msg: str, logged: str) -> dict[str, Any] | None:
+    """One ``Validation at iteration N: key: value ...`` message as a validation record
+    (``{"iter", "split": "val", "val_loss", "val_acc", "val_items", "val_mc_items", "logged"}``), or None."""
+    match = VALIDATION.match(msg)
+    if not match:
+        return None
+    record: dict[str, Any] = {"iter": int(match.group("iter")), "split": VAL}
+    record.update((k, _number(v)) for k, v in PAIR.findall(match.group("rest")))
+    record["logged"] = logged
     return record
 
 
@@ -82,8 +101,10 @@ class LogParser:
             self._end_sample()
             self._in_traceback = False
             msg = head.group("msg")
-            record = parse_iter(line)
-            if record:
+            record = parse_iter(line) or parse_validation(msg, head.group("ts"))
+            if record and record.get("split") == VAL:
+                self.new_metrics.append(record)
+            elif record:
                 self.iteration, self.total = record["iter"], record["total"]
                 self.new_metrics.append(record)
             elif msg.startswith("Sample output:"):
@@ -113,8 +134,10 @@ class LogParser:
         self._end_sample()
 
     def take(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """The metrics and samples found since the last call."""
-        metrics, samples = self.new_metrics, self.new_samples
+        """The metrics (validation records first, training records last: a follower that reports the last
+        record's loss finds a training one) and samples found since the last call."""
+        metrics = sorted(self.new_metrics, key=lambda r: r.get("split") != VAL)
+        samples = self.new_samples
         self.new_metrics, self.new_samples = [], []
         return metrics, samples
 

@@ -16,11 +16,15 @@ FOLDER = Path(__file__).resolve().parent
 #: xtuner 0.2.0 + DeepSpeed (training, config inspection, conversion); pins: ``vlhub[train]``.
 TRAIN_ENV = StageEnv(
     "train", "xtuner + DeepSpeed: training, config checks and checkpoint conversion",
-    ("torch", "torchvision", "xtuner", "mmengine", "deepspeed", "transformers", "peft"),
+    ("torch", "torchvision", "xtuner", "mmengine", "deepspeed", "transformers", "peft", "tensorboard"),
     extra="train", install_env={"DS_BUILD_OPS": "0"})  # DeepSpeed without compiled ops
 #: LMDeploy (serving for chat); pins: ``vlhub[serve]``.
 SERVE_ENV = StageEnv("serve", "LMDeploy: serving a model for chat", ("lmdeploy", "torch", "transformers"),
                      extra="serve")
+#: ms-swift 4.x + DeepSpeed (the ``swift`` trainer and its converter); pins: ``vlhub[swift]``.
+SWIFT_ENV = StageEnv("swift", "ms-swift + DeepSpeed: training InternVL2/2.5/3/3.5 and merging LoRA (swift export)",
+                     ("ms-swift", "torch", "torchvision", "transformers", "peft", "trl", "timm", "deepspeed"),
+                     extra="swift", install_env={"DS_BUILD_OPS": "0"})  # DeepSpeed without compiled ops
 
 
 def script(name: str) -> Path:

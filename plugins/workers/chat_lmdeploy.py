@@ -2,12 +2,14 @@
 (and renews the lease, when it gives one).
 
 Usage: ``chat_lmdeploy.py MODEL_DIR --model-name NAME [--engine turbomind|pytorch] [--tp N]
-[--session-len N] [--max-batch-size N] [--cache-max-entry-count F] [--timeout S]
-[--lease FILE --lease-ttl SECONDS]``.
+[--session-len N] [--max-batch-size N] [--cache-max-entry-count F] [--eager-mode] [--timeout S]
+[--lease FILE --lease-ttl SECONDS]`` (a setting left out is LMDeploy's own default).
 
-Starts ``python -m lmdeploy serve api_server`` on a free 127.0.0.1 port (its output in
-a temporary log named in errors), waits until ``/health`` answers 200, prints
-``{"event": "ready", "base_url": ..., "model": ..., "server_pid": ...}``, then waits for stdin to close
+The engine is chosen here, with LMDeploy's own rule (:func:`chosen_engine`), and the server is started
+with it, so the worker knows which engine answers. Starts ``python -m lmdeploy serve api_server`` on a
+free 127.0.0.1 port (its output in a temporary log named in errors), waits until ``/health`` answers
+200, prints ``{"event": "ready", "base_url": ..., "model": ..., "server_pid": ..., "engine":
+"turbomind" | "pytorch", "engine_asked": ..., "eager_mode": bool}``, then waits for stdin to close
 and stops the server (dropping its log after a clean stop). Each request runs in the server's
 own event loop, so lmdeploy issue 2101 (several images / turns through
 ``pipeline.chat`` in a foreign loop) cannot happen and nothing is patched.
@@ -20,6 +22,7 @@ server's pid (``server_pid``) for the launcher's record.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import signal
@@ -45,16 +48,34 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def server_command(args: argparse.Namespace, port: int) -> list[str]:
-    """The ``lmdeploy serve api_server`` argv for these settings."""
+def chosen_engine(model: str, asked: str) -> str:
+    """The engine the server runs: ``pytorch`` when asked for; for ``turbomind``, LMDeploy's own choice,
+    ``lmdeploy.archs.autoget_backend`` (TurboMind when it is installed and supports the model, else
+    ``pytorch``), the call ``lmdeploy serve api_server`` itself makes for any backend but pytorch."""
+    if asked == "pytorch":
+        return "pytorch"
+    from lmdeploy.archs import autoget_backend
+
+    if "trust_remote_code" in inspect.signature(autoget_backend).parameters:  # InternVL2 folders carry remote code
+        return autoget_backend(model, trust_remote_code=True)
+    return autoget_backend(model)
+
+
+def server_command(args: argparse.Namespace, port: int, engine: str) -> list[str]:
+    """The ``lmdeploy serve api_server`` argv for these settings and the chosen ``engine``."""
     from lmdeploy.cli.utils import ArgumentHelper
 
     cmd = [sys.executable, "-m", "lmdeploy", "serve", "api_server", args.model,
-           "--server-name", "127.0.0.1", "--server-port", str(port), "--backend", args.engine,
-           "--tp", str(args.tp), "--model-name", args.model_name, "--log-level", "WARNING",
-           "--max-batch-size", str(args.max_batch_size), "--cache-max-entry-count", str(args.cache_max_entry_count)]
+           "--server-name", "127.0.0.1", "--server-port", str(port), "--backend", engine,
+           "--tp", str(args.tp), "--model-name", args.model_name, "--log-level", "WARNING"]
+    if args.max_batch_size:
+        cmd += ["--max-batch-size", str(args.max_batch_size)]
+    if args.cache_max_entry_count:
+        cmd += ["--cache-max-entry-count", str(args.cache_max_entry_count)]
     if args.session_len:
         cmd += ["--session-len", str(args.session_len)]
+    if args.eager_mode and engine == "pytorch":
+        cmd.append("--eager-mode")
     if hasattr(ArgumentHelper, "trust_remote_code"):  # InternVL2 folders carry remote code
         cmd.append("--trust-remote-code")
     return cmd
@@ -100,8 +121,9 @@ def main() -> None:
     parser.add_argument("--engine", default="turbomind", choices=["turbomind", "pytorch"])
     parser.add_argument("--tp", type=int, default=1)
     parser.add_argument("--session-len", type=int, default=None)
-    parser.add_argument("--max-batch-size", type=int, default=8)
-    parser.add_argument("--cache-max-entry-count", type=float, default=0.4)
+    parser.add_argument("--max-batch-size", type=int, default=None)
+    parser.add_argument("--cache-max-entry-count", type=float, default=None)
+    parser.add_argument("--eager-mode", action="store_true")
     parser.add_argument("--timeout", type=float, default=1800)
     chat_lease.add_arguments(parser)
     args = parser.parse_args()
@@ -118,10 +140,15 @@ def main() -> None:
     if torch.cuda.device_count() < args.tp:
         _protocol.fail(f"--tp {args.tp} needs {args.tp} GPUs, {torch.cuda.device_count()} visible",
                        f"use --tp {torch.cuda.device_count()} or fewer")
+    try:
+        engine = chosen_engine(args.model, args.engine)
+    except Exception as exc:  # noqa: BLE001 - LMDeploy's check reads the folder's config and remote code
+        _protocol.fail(f"LMDeploy could not tell whether TurboMind runs {args.model} ({type(exc).__name__}: {exc})",
+                       "pass --engine pytorch", code=1)
     port = free_port()
     log = Path(tempfile.mkstemp(prefix="vlhub-lmdeploy-server-", suffix=".log")[1])
     with open(log, "w", encoding="utf-8") as sink:
-        server = subprocess.Popen(server_command(args, port), stdout=sink, stderr=subprocess.STDOUT,
+        server = subprocess.Popen(server_command(args, port, engine), stdout=sink, stderr=subprocess.STDOUT,
                                   env=os.environ.copy(), start_new_session=True)
     SERVER.append(server)
     started = time.monotonic()
@@ -135,7 +162,9 @@ def main() -> None:
         _protocol.progress("lmdeploy api_server", time.monotonic() - started, None, "s", "loading")
         time.sleep(1)
     print(json.dumps({"event": "ready", "base_url": f"http://127.0.0.1:{port}/v1", "model": args.model_name,
-                      "lmdeploy": lmdeploy.__version__, "log": str(log), "server_pid": server.pid}), flush=True)
+                      "lmdeploy": lmdeploy.__version__, "log": str(log), "server_pid": server.pid, "engine": engine,
+                      "engine_asked": args.engine, "eager_mode": bool(args.eager_mode and engine == "pytorch")}),
+          flush=True)
     sys.stdin.read()
     stop_server(60)
     if server.returncode != -signal.SIGKILL:  # a clean stop: its log holds nothing worth keeping

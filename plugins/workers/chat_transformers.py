@@ -3,17 +3,23 @@
 Usage: ``chat_transformers.py MODEL_DIR [--device auto|cpu|cuda] [--max-tiles N]
 [--lease FILE --lease-ttl SECONDS]``.
 
-Speaks JSON lines. Out: ``{"event": "ready", ...}`` once the model is loaded. In:
+Speaks JSON lines. Out: ``{"event": "ready", ..., "engine": "transformers"}`` once the model is loaded. In:
 ``{"op": "reply", "history": [{"role", "text", "images"}], "settings": {...}}``;
-out: ``{"event": "chunk", "text": ...}`` as tokens arrive, then ``{"event": "done", "images",
-"tiles", "earlier_turns", "system"}`` (what the model was given) or ``{"event": "error", "message",
-"hint", "code"}``. A ``system`` turn (first in the history) replaces the model's system message for
+out: ``{"event": "chunk", "text": ...}`` as tokens arrive, then ``{"event": "finish", "reason": "stop" |
+"length", "tokens", "token", "eos"}`` (how generation ended: the number of tokens generated, the last one
+as the tokenizer spells it, the folder's eos tokens; what ``vlhub check`` judges), then ``{"event":
+"done", "images", "tiles", "earlier_turns", "system"}`` (what the model was given) or ``{"event":
+"error", "message", "hint", "code"}``. A ``system`` turn (first in the history) replaces the model's system message for
 that request. End of stdin ends the worker; so does the end of its lease (:mod:`chat_lease`: the
 launcher stopped renewing the file, e.g. the Chat tab was closed), checked while loading too.
 
 Every image of the conversation is sent again with each turn: the user turns
 carry InternVL ``<image>`` placeholders, ``pixel_values`` holds all their tiles in
-order and ``num_patches_list`` says how many tiles each image has.
+order and ``num_patches_list`` says how many tiles each image has. The tiles come from
+:func:`chat_images.tile_cache`: the new images of a turn are decoded and tiled on threads at once, and an
+image already tiled by this worker (the same unchanged file) is not tiled again. In:
+``{"op": "prepare", "images": [path, ...]}`` starts tiling images attached before their question is
+asked, in the background; nothing is answered.
 """
 from __future__ import annotations
 
@@ -27,6 +33,11 @@ from typing import Any
 
 import _protocol
 import chat_lease
+from chat_images import tile_cache
+from chat_tiling import Tiling
+
+#: What serves the answers here (reported to vlhub, recorded with each answer).
+ENGINE = "transformers"
 
 
 def emit(event: str, **fields: Any) -> None:
@@ -39,6 +50,25 @@ def question(text: str, images: int) -> str:
     if images == 1:
         return f"<image>\n{text}"
     return "".join(f"Image-{i + 1}: <image>\n" for i in range(images)) + text
+
+
+class TokenCount:
+    """The streamer handed to ``model.chat``: passes every call on to ``streamer`` and keeps the ids of the
+    generated tokens (``generate`` first puts the prompt, then each new token; transformers' ``BaseStreamer``
+    protocol)."""
+
+    def __init__(self, streamer: Any) -> None:
+        self.streamer, self.ids, self.prompt = streamer, [], True
+
+    def put(self, value: Any) -> None:
+        if self.prompt:
+            self.prompt = False
+        else:
+            self.ids.extend(int(t) for t in value.reshape(-1).tolist())
+        self.streamer.put(value)
+
+    def end(self) -> None:
+        self.streamer.end()
 
 
 class Chat:
@@ -62,13 +92,13 @@ class Chat:
         self.thumbnail = bool(getattr(config, "use_thumbnail", True))
         self.device = device
         self.system_message = getattr(self.model, "system_message", None)
+        self.tiles = tile_cache(Tiling(self.image_size, 1, self.max_tiles, self.thumbnail))
 
     def reply(self, history: list[dict[str, Any]], settings: dict[str, Any]) -> dict[str, int]:
         """Stream the answer to the last user turn of ``history``; return what the model was given."""
-        from chat_images import load_image
         from transformers import TextIteratorStreamer
 
-        pixels, patches, pairs = [], [], []
+        pairs = []
         system = next((turn["text"] for turn in history if turn["role"] == "system"), None)
         if self.system_message is not None:  # the model's chat() builds its template from this attribute
             self.model.system_message = system if system is not None else self.system_message
@@ -76,19 +106,19 @@ class Chat:
             if turn["role"] == "system":
                 continue
             if turn["role"] == "user":
-                for image in turn.get("images", []):
-                    tensor = load_image(Path(image), self.image_size, self.max_tiles, self.thumbnail)
-                    pixels.append(tensor)
-                    patches.append(tensor.shape[0])
                 pairs.append([question(turn["text"], len(turn.get("images", []))), None])
             elif pairs:
                 pairs[-1][1] = turn["text"]
+        pixels = self.tiles.get_all([image for turn in history if turn["role"] == "user"
+                                     for image in turn.get("images", [])])
+        patches = [tensor.shape[0] for tensor in pixels]
         current = pairs.pop()[0]
         pixel_values = (self.torch.cat(pixels).to(self.model.device, self.model.dtype) if pixels else None)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        counted = TokenCount(streamer)
         temperature = float(settings.get("temperature", 0.7))
-        generation = {"max_new_tokens": int(settings.get("max_new_tokens", 512)), "streamer": streamer,
-                      "do_sample": temperature > 0}
+        limit = int(settings.get("max_new_tokens", 512))
+        generation = {"max_new_tokens": limit, "streamer": counted, "do_sample": temperature > 0}
         if temperature > 0:
             generation.update(temperature=temperature, top_p=float(settings.get("top_p", 0.8)))
         failure: list[BaseException] = []
@@ -110,8 +140,21 @@ class Chat:
         thread.join()
         if failure:
             raise failure[0]
+        emit("finish", reason="stop" if len(counted.ids) < limit else "length", tokens=len(counted.ids),
+             token=self.tokenizer.convert_ids_to_tokens(counted.ids[-1]) if counted.ids else None, eos=self.eos())
         return {"images": len(patches), "tiles": sum(patches), "earlier_turns": len(pairs),
                 "system": system is not None and self.system_message is not None}
+
+    def eos(self) -> list[str]:
+        """The folder's eos tokens: the tokenizer's and those of the generation configs (model and LLM)."""
+        ids: list[Any] = []
+        for config in (getattr(self.model, "generation_config", None),
+                       getattr(getattr(self.model, "language_model", None), "generation_config", None)):
+            found = getattr(config, "eos_token_id", None)
+            ids += found if isinstance(found, list) else [found]
+        tokens = [self.tokenizer.eos_token] + [self.tokenizer.convert_ids_to_tokens(i) for i in ids
+                                               if isinstance(i, int)]
+        return sorted({t for t in tokens if isinstance(t, str) and t})
 
 
 def main() -> None:
@@ -132,11 +175,14 @@ def main() -> None:
         traceback.print_exc()
         _protocol.fail(f"cannot load {folder} with transformers: {type(exc).__name__}: {exc}",
                        "check that the folder is a complete InternVL2 model (config, weights, *.py)", code=1)
-    emit("ready", device=chat.device, image_size=chat.image_size, max_tiles=chat.max_tiles)
+    emit("ready", device=chat.device, image_size=chat.image_size, max_tiles=chat.max_tiles, engine=ENGINE)
     for line in sys.stdin:
         if not line.strip():
             continue
         request = json.loads(line)
+        if request.get("op") == "prepare":
+            chat.tiles.submit(request.get("images") or [])
+            continue
         try:
             given = chat.reply(request["history"], request.get("settings", {}))
         except Exception as exc:

@@ -6,7 +6,8 @@ or ``train_inspect.py --check --model DIR --data FILE --image-root DIR --templat
 - every CONFIG is loaded with mmengine's ``Config.fromfile`` and its model and dataset
   classes are resolved (one Python start for many configs);
 - ``--dataset`` builds the first config's dataset (vlhub's ``VlhubInternVLDataset``, a subclass of
-  xtuner's ``InternVL_V1_5_Dataset``, which checks every record as it is built) and reports the
+  xtuner's ``InternVL_V1_5_Dataset``, which checks every record as it is built), and its validation set
+  when the config validates (``validation``: loss records, multiple-choice items, records left out), and reports the
   sample count, exact token-length statistics, samples over ``max_length`` and the records left
   out with their index and reason (this is what ``xtuner train`` would build, without ``xtuner
   train``, which needs a GPU);
@@ -15,7 +16,8 @@ or ``train_inspect.py --check --model DIR --data FILE --image-root DIR --templat
 - ``--check`` builds the same dataset from a model folder and a data file, without a config
   (``vlhub data validate/prepare --trainer xtuner``), and reports the record check only.
 
-The result also says what the environment offers: CUDA devices, flash-attn, bitsandbytes.
+The result also says what the environment offers: CUDA devices, flash-attn, bitsandbytes, and which
+experiment trackers are installed (``trackers``: tensorboard, wandb, swanlab).
 """
 from __future__ import annotations
 
@@ -45,6 +47,7 @@ def environment() -> dict[str, Any]:
     return {"cuda_devices": torch.cuda.device_count(), "torch": torch.__version__,
             "flash_attn": importlib.util.find_spec("flash_attn") is not None,
             "bitsandbytes": importlib.util.find_spec("bitsandbytes") is not None,
+            "trackers": {name: importlib.util.find_spec(name) is not None for name in ("tensorboard", "wandb", "swanlab")},
             "deepspeed_configs": sorted(n for n in cfgs_name_path if n.startswith("deepspeed_"))}
 
 
@@ -123,6 +126,11 @@ def dataset_report(path: str) -> tuple[dict[str, Any], Any, Any]:
         "template": {k: dataset.template.get(k) for k in ("SYSTEM", "INSTRUCTION", "SUFFIX")},
         "check": check, "seconds": round(time.monotonic() - started, 1),
     }
+    if cfg.get("val_dataloader"):  # the validation set the run's validation loop will build
+        _protocol.progress("dataset", 0, None, "", "building the validation set")
+        val = BUILDER.build(cfg.val_dataloader["dataset"])
+        report["validation"] = {"items": val.loss_count, "mc_items": len(val.mc),
+                                "left_out": sum(1 for c in val.checked if c["problem"])}
     return report, cfg, dataset
 
 

@@ -1,7 +1,7 @@
 """vlhub's InternVL model class and sample-output hook for xtuner (runs in the train stage env).
 
 A training run copies this file into ``RUN/code/`` and puts that folder on ``PYTHONPATH``;
-the generated config imports ``VlhubInternVL`` and ``InternVLSampleHook`` from it.
+the generated config imports its model, dataset, hook and metric classes from it.
 
 - ``VlhubInternVL`` is xtuner's ``InternVL_V1_5`` except that the LLM loads with
   flash-attn only when it is installed and a GPU is there (``sdpa``, or ``eager`` for
@@ -16,6 +16,13 @@ the generated config imports ``VlhubInternVL`` and ``InternVLSampleHook`` from i
   content lists. Every record is checked when the dataset is built (:meth:`VlhubInternVLDataset.inspect`,
   also what ``vlhub train --dry-run`` and ``vlhub data validate --trainer xtuner`` report): one that
   would crash xtuner or train wrongly is left out with its index and reason, never met mid-run.
+- Validation during training runs through mmengine's own ``ValLoop`` (``val_dataloader``,
+  ``val_evaluator``, ``val_cfg`` and ``train_cfg.val_interval`` in the run's config):
+  ``VlhubValDataset`` (records of ``val.json`` for the loss, items of ``val_mc.json`` for accuracy),
+  ``val_collate_fn``, ``VlhubInternVL.forward(mode="predict")`` (what ``val_step`` calls) and
+  ``VlhubValMetric`` (``val_loss``, ``val_acc``). mmengine's ``LoggerHook`` then writes the numbers to
+  every visualizer backend (TensorBoard ...); ``VlhubCheckpointKeeper`` logs them for vlhub's records,
+  marks the best checkpoint and applies ``--save-limit`` without ever deleting it.
 """
 from __future__ import annotations
 
@@ -23,6 +30,8 @@ import copy
 import importlib.util
 import json
 import os
+import re
+import shutil
 from collections import Counter
 from typing import Any
 
@@ -30,6 +39,7 @@ import torch
 import torchvision.transforms as T
 from mmengine import print_log
 from mmengine.dist import master_only
+from mmengine.evaluator import BaseMetric
 from mmengine.hooks import Hook
 from mmengine.model import BaseModel, is_model_wrapper
 from PIL import Image
@@ -94,6 +104,30 @@ class VlhubInternVL(InternVL_V1_5):
             self.load_state_dict(guess_load_checkpoint(pretrained_pth), strict=False)
         self._count = 0
         print_log("InternVL_V1_5 construction is complete", logger="current")
+
+    def forward(self, data: dict[str, Any], data_samples: Any = None, mode: str = "loss") -> Any:
+        """xtuner's forward (``{"loss": tensor}``), except ``mode="predict"`` (mmengine's ``val_step``, the
+        validation loop): one validation item of :func:`val_collate_fn` scored as a list of one result,
+        ``{"kind": "loss", "loss_sum": float, "tokens": int}`` (cross-entropy summed over the answer tokens,
+        computed as training computes its loss) or ``{"kind": "mc", "correct": bool, "picked": int}``."""
+        if mode != "predict":
+            return super().forward(data, data_samples, mode)
+        val = data.get("vlhub_val") or {"kind": "loss"}
+        labels = data["labels"]
+        if val["kind"] == "loss":
+            tokens = int((labels[:, 1:] != IGNORE_INDEX).sum())
+            loss = super().forward(data, data_samples, "loss")["loss"]
+            return [{"kind": "loss", "loss_sum": float(loss) * tokens, "tokens": tokens}]
+        pixel_values = data["pixel_values"]
+        if type(pixel_values) is list or pixel_values.ndim == 5:   # as xtuner's forward reads a batch's images
+            pixel_values = torch.cat([x.unsqueeze(0) if x.ndim == 3 else x for x in pixel_values], dim=0)
+        pixel_values = pixel_values.to(self.model.vision_model.dtype)
+        logits = self._llm_forward(pixel_values=pixel_values, input_ids=data["input_ids"],
+                                   attention_mask=data["attention_mask"], position_ids=data["position_ids"],
+                                   image_flags=(torch.sum(pixel_values, dim=(1, 2, 3)) != 0).long(),
+                                   labels=None, use_cache=False).logits
+        picked = int(torch.argmax(choice_scores(logits, labels)))
+        return [{"kind": "mc", "correct": picked == int(val["answer"]), "picked": picked}]
 
     def _quantization(self) -> BitsAndBytesConfig | None:
         if not (self.quantization_llm or self.quantization_vit):
@@ -329,6 +363,14 @@ def tile_count(size: tuple[int, int], min_num: int, max_num: int, image_size: in
     return blocks + 1 if use_thumbnail and blocks != 1 else blocks
 
 
+def spread(count: int, limit: int | None) -> list[int]:
+    """Indexes of at most ``limit`` of ``count`` records, evenly spaced from the first (all when ``limit`` is None
+    or not smaller): a validation subset that samples the whole file, not only its start."""
+    if limit is None or limit >= count:
+        return list(range(count))
+    return sorted({int(i * count / limit) for i in range(max(0, limit))})
+
+
 def _load_records(path: str) -> list[Any]:
     """The records of a ``.json`` list or ``.jsonl`` file (the names xtuner reads), as UTF-8 whatever the
     locale; blank JSONL lines are skipped."""
@@ -351,10 +393,11 @@ class VlhubInternVLDataset(InternVL_V1_5_Dataset):
     the same template, the model's default system prompt, the image's tokens put before the question.
     Attributes besides xtuner's: ``checked`` (one :meth:`inspect` result per record of the files, in order),
     ``data`` (the kept records, as :func:`read_record` returns them plus ``index`` and ``image``).
+    ``limit`` (validation sets) reads at most that many records of each file, evenly spaced (:func:`spread`).
     """
 
     def __init__(self, model_path: str, template: Any, data_paths: Any, image_folders: Any = None,
-                 repeat_times: Any = 1, max_length: int = 8192) -> None:
+                 repeat_times: Any = 1, max_length: int = 8192, limit: int | None = None) -> None:
         # xtuner's own set-up (config, template and system prompt, tokenizer, transform) on no data
         super().__init__(model_path, template, [], [], [], max_length)
         self.img_context_id = self.tokenizer.convert_tokens_to_ids(self.IMG_CONTEXT_TOKEN)
@@ -367,8 +410,9 @@ class VlhubInternVLDataset(InternVL_V1_5_Dataset):
         self.checked: list[dict[str, Any]] = []
         for path, folder, repeat in zip(paths, folders, repeats):
             print_log(f"=======Starting to process {path} (vlhub) =======", logger="current")
-            for index, raw in enumerate(_load_records(path)):
-                result = self.inspect(raw, folder or "", index)
+            records = _load_records(path)
+            for index in spread(len(records), limit):
+                result = self.inspect(records[index], folder or "", index)
                 self.checked.append(result)
                 if result["problem"] is None:
                     for _ in range(max(1, int(repeat))):
@@ -535,3 +579,223 @@ class VlhubInternVLDataset(InternVL_V1_5_Dataset):
             return None
         out.update(input_ids=input_ids, labels=labels)
         return out
+
+
+# ---------------------------------------------------------------- validation during training
+#: the multiple-choice prompt of an item without its own ``prompt``: the same as ``vlhub eval``'s
+#: (``vlhub.core.eval.mc_prompt``, the MMBench style InternVL is evaluated with); its answer is the letter
+LETTERS = "ABCDEFGHIJ"
+
+
+def mc_prompt(question: str, choices: list[str]) -> str:
+    """The prompt ``vlhub eval`` asks an item without ``prompt`` (``vlhub.core.eval.mc_prompt``)."""
+    options = "\n".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(choices))
+    return f"{question}\n{options}\nAnswer with the option's letter from the given choices directly."
+
+
+def choice_scores(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Each sequence's summed log-probability of its labelled tokens (one sequence per choice).
+
+    Args:
+        logits: ``(choices, length, vocabulary)`` of the model on the choices' sequences.
+        labels: ``(choices, length)``: the scored tokens, ``IGNORE_INDEX`` elsewhere.
+    Returns:
+        ``(choices,)`` float32: ``log P(choice | prompt)``, the probability that the reply starts with that
+        choice (the usual multiple-choice scoring of language models, lm-evaluation-harness's ``acc``).
+    """
+    targets = labels[:, 1:]
+    scores = []
+    for row in range(labels.shape[0]):
+        positions = torch.nonzero(targets[row] != IGNORE_INDEX).flatten()
+        picked = logits[row, :-1][positions].float().log_softmax(-1)
+        scores.append(picked.gather(-1, targets[row][positions].unsqueeze(-1)).sum())
+    return torch.stack(scores)
+
+
+def _read_mc(path: str) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8-sig") as handle:
+        items = json.load(handle)
+    return [i for i in items if isinstance(i, dict) and isinstance(i.get("choices"), list) and len(i["choices"]) > 1
+            and isinstance(i.get("answer"), int) and 0 <= i["answer"] < len(i["choices"])]
+
+
+class VlhubValDataset(VlhubInternVLDataset):
+    """The validation set of a run: records of ``val.json`` (the loss) then items of ``val_mc.json`` (accuracy).
+
+    Loss records are tokenised exactly as training tokenises them (this is the training dataset class,
+    reading at most ``items`` records, evenly spaced). A multiple-choice item (``{"image", "question",
+    "choices", "answer", "prompt"}``, the prepared folder's format) is asked with its ``prompt`` (the
+    training question; each choice's text is then the answer scored) or else :func:`mc_prompt` (each
+    choice's letter is scored); every choice becomes one sequence ``prompt + answer`` whose answer tokens
+    are scored by :func:`choice_scores`, and the item counts as correct when the best-scored choice is
+    its answer. At most ``mc_items`` items, evenly spaced.
+    """
+
+    def __init__(self, model_path: str, template: Any, data_path: str | None = None, image_folder: str = "",
+                 mc_path: str | None = None, items: int = 0, mc_items: int = 0, max_length: int = 8192) -> None:
+        super().__init__(model_path, template, [data_path] if data_path and items else [], image_folder,
+                         max_length=max_length, limit=items)
+        self.folder = image_folder or ""
+        found = _read_mc(mc_path) if mc_path and mc_items else []
+        self.mc = [found[i] for i in spread(len(found), mc_items)]
+        self.loss_count = len(self.data)
+        print_log(f"validation: {self.loss_count} loss record(s), {len(self.mc)} multiple-choice item(s)",
+                  logger="current")
+
+    def __len__(self) -> int:
+        return self.loss_count + len(self.mc)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if index < self.loss_count:
+            return super().__getitem__(index)
+        return self.mc_sample(self.mc[index - self.loss_count])
+
+    def mc_sample(self, item: dict[str, Any]) -> dict[str, Any]:
+        """One item as ``{"pixel_values", "choices": [{"input_ids", "labels"}], "answer"}`` (labels: the
+        choice's own tokens only)."""
+        image = item.get("image")
+        images = [image] if isinstance(image, str) and image else []
+        prompt = item.get("prompt") if isinstance(item.get("prompt"), str) and item.get("prompt") else None
+        question = prompt or mc_prompt(str(item.get("question", "")), [str(c) for c in item["choices"]])
+        if images and PLACEHOLDER not in question:
+            question = f"{PLACEHOLDER}\n{question}"
+        if not images:
+            question = question.replace(PLACEHOLDER, "").strip()
+        answers = [str(c) for c in item["choices"]] if prompt else list(LETTERS[:len(item["choices"])])
+        if images:
+            image = self.get_image(os.path.join(self.folder, images[0]))
+            top = self.max_tiles(1)
+            tiles = dynamic_preprocess(image, min(self.min_dynamic_patch, top), top, self.image_size,
+                                       self.use_thumbnail)
+            pixels = torch.stack([self.transformer(tile) for tile in tiles])
+            image_tokens = [pixels.shape[0] * self.patch_token]
+        else:
+            pixels = torch.zeros(1, 3, self.image_size, self.image_size)
+            image_tokens = []
+        choices = []
+        for answer in answers:
+            record = {"images": images, "system": None,
+                      "conversations": [{"from": "human", "value": question}, {"from": "gpt", "value": answer}]}
+            input_ids, labels = self.tokenize(record, image_tokens)
+            keep = len(self.tokenizer.encode(answer, add_special_tokens=False))
+            scored = [i for i, label in enumerate(labels) if label != IGNORE_INDEX][:keep]
+            labels = [label if i in scored else IGNORE_INDEX for i, label in enumerate(labels)]
+            choices.append({"input_ids": input_ids, "labels": labels})
+        return {"pixel_values": pixels, "choices": choices, "answer": int(item["answer"])}
+
+
+def val_collate_fn(instances: list[dict[str, Any]]) -> dict[str, Any]:
+    """One validation item (batch size 1) as xtuner's ``default_collate_fn`` batches it, plus ``vlhub_val``
+    (``{"kind": "loss"}``, or ``{"kind": "mc", "answer": int}`` with one sequence per choice)."""
+    from xtuner.dataset.collate_fns import default_collate_fn
+
+    if len(instances) != 1:
+        raise ValueError("the validation dataloader takes one item per batch")
+    item = instances[0]
+    if "choices" not in item:
+        out = default_collate_fn(instances)
+        out["data"]["vlhub_val"] = {"kind": "loss"}
+        return out
+    out = default_collate_fn([{**choice, "pixel_values": item["pixel_values"]} for choice in item["choices"]])
+    out["data"]["vlhub_val"] = {"kind": "mc", "answer": item["answer"]}
+    return out
+
+
+class VlhubValMetric(BaseMetric):
+    """``val_loss`` (cross-entropy per answer token over every loss record, summed over all ranks' records)
+    and ``val_acc`` (share of multiple-choice items answered right), from :meth:`VlhubInternVL.forward`'s
+    predict results (mmengine's evaluator gathers them across ranks)."""
+
+    default_prefix = None
+
+    def process(self, data_batch: Any, data_samples: Any) -> None:
+        self.results.extend(data_samples)
+
+    def compute_metrics(self, results: list) -> dict[str, float]:
+        losses = [r for r in results if r["kind"] == "loss"]
+        choices = [r for r in results if r["kind"] == "mc"]
+        out: dict[str, float] = {}
+        tokens = sum(r["tokens"] for r in losses)
+        if tokens:
+            out["val_loss"] = sum(r["loss_sum"] for r in losses) / tokens
+        if choices:
+            out["val_acc"] = sum(1 for r in choices if r["correct"]) / len(choices)
+        return out
+
+
+class VlhubCheckpointKeeper(Hook):
+    """Logs each validation (``Validation at iteration N: val_loss: ...``), marks the best checkpoint by
+    ``metric`` in ``marker`` (``best_checkpoint.json``, ``vlhub.core.train_metrics``'s format) and keeps the
+    newest ``keep`` checkpoints plus the best one (mmengine's ``CheckpointHook`` runs with no limit:
+    ``max_keep_ckpts=-1``; this hook deletes the others after each save and each new best).
+
+    Runs after ``CheckpointHook`` (``LOWEST`` priority); only the main process writes or deletes.
+    """
+
+    priority = "LOWEST"
+
+    def __init__(self, interval: int, keep: int = -1, metric: str | None = "val_loss", mode: str = "min",
+                 marker: str | None = None, filename_tmpl: str = "iter_{}.pth") -> None:
+        self.interval = interval
+        self.keep = keep
+        self.metric = metric
+        self.mode = mode
+        self.marker = marker
+        self.filename_tmpl = filename_tmpl
+        self.best: dict[str, Any] | None = None
+
+    def before_train(self, runner: Any) -> None:
+        if self.marker and os.path.isfile(self.marker):   # a resumed run goes on from its best so far
+            with open(self.marker, encoding="utf-8") as handle:
+                found = json.load(handle)
+            self.best = found if found.get("metric") == self.metric else None
+
+    def _better(self, value: float) -> bool:
+        if self.best is None:
+            return True
+        return value < self.best["value"] if self.mode == "min" else value > self.best["value"]
+
+    def after_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: Any = None) -> None:
+        if self.every_n_train_iters(runner, self.interval) or self.is_last_train_iter(runner):
+            self._prune(runner)
+
+    def after_val_epoch(self, runner: Any, metrics: dict[str, float] | None = None) -> None:
+        values = {k: float(v) for k, v in (metrics or {}).items() if k.startswith("val_")}
+        dataset = runner.val_loop.dataloader.dataset
+        counts = {"val_items": getattr(dataset, "loss_count", 0), "val_mc_items": len(getattr(dataset, "mc", []))}
+        shown = "  ".join([*(f"{k}: {v:.6g}" for k, v in values.items()), *(f"{k}: {v}" for k, v in counts.items())])
+        runner.logger.info(f"Validation at iteration {runner.iter}: {shown}")
+        checkpoint = os.path.join(runner.work_dir, self.filename_tmpl.format(runner.iter))
+        if self.metric in values and os.path.exists(checkpoint) and self._better(values[self.metric]):
+            self.best = {"format": "vlhub.best/1", "metric": self.metric, "mode": self.mode,
+                         "value": values[self.metric], "iter": runner.iter,
+                         "checkpoint": os.path.relpath(checkpoint, os.path.dirname(os.path.abspath(self.marker)))
+                         if self.marker else checkpoint, "metrics": values}
+            self._write_marker()
+            runner.logger.info(f"Best checkpoint: {os.path.basename(checkpoint)} ({self.metric} {values[self.metric]:.6g})")
+        self._prune(runner)
+
+    @master_only
+    def _write_marker(self) -> None:
+        if not self.marker:
+            return
+        temp = f"{self.marker}.{os.getpid()}.tmp"
+        with open(temp, "w", encoding="utf-8") as handle:
+            json.dump(self.best, handle, indent=2)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, self.marker)
+
+    @master_only
+    def _prune(self, runner: Any) -> None:
+        if self.keep <= 0:
+            return
+        pattern = re.compile("^" + re.escape(self.filename_tmpl).replace(r"\{\}", r"(\d+)") + "$")
+        steps = sorted(int(m.group(1)) for m in map(pattern.match, os.listdir(runner.work_dir)) if m)
+        kept = set(steps[-self.keep:]) | ({self.best["iter"]} if self.best else set())
+        for step in steps:
+            if step not in kept:
+                path = os.path.join(runner.work_dir, self.filename_tmpl.format(step))
+                shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+                runner.logger.info(f"Removed checkpoint {os.path.basename(path)} (--save-limit {self.keep}, "
+                                   "the best is kept)")

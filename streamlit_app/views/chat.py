@@ -21,7 +21,7 @@ from vlhub.core.errors import VlhubError
 from vlhub.core.provenance import PROVENANCE
 from vlhub.core.types import GenerationSettings
 from vlhub.streamlit_app import pipeline
-from vlhub.streamlit_app.text import lang, t
+from vlhub.streamlit_app.text import lang, localized, t
 
 IMAGE_TYPES = ["png", "jpg", "jpeg", "webp", "bmp"]
 #: Seconds Start waits for the models before showing their loading state (an endpoint answers at once).
@@ -376,7 +376,7 @@ def show_eval(report: dict[str, Any]) -> None:
     """An eval run's ``eval.json``: overall accuracy with its 95 % interval, per category, and with two
     models the items the second one fixed and broke (with thumbnails of their images)."""
     st.caption(t("chat.eval_recorded", run=report.get("run_id", ""), n=report.get("n", 0),
-                 task=report.get("task", ""), data=report.get("data", "")))
+                 task=t(f"chat.task.{report.get('task', '')}"), data=report.get("data", "")))
     rows = overall_table(report)
     st.dataframe(rows, hide_index=True,
                  column_config={t("chat.eval_accuracy"): st.column_config.NumberColumn(format="percent")})
@@ -420,7 +420,7 @@ st.title(t("chat.title"))
 status = backend_status()
 for name, reason in status.items():
     if reason:
-        st.info(t("chat.backend_missing", name=name, reason=reason))
+        st.info(t("chat.backend_missing", name=name, reason=localized(reason)))
 names = list(status)
 default_backend = next((n for n, r in status.items() if r is None), names[0])
 

@@ -14,9 +14,10 @@ from vlhub.core import data, settings_store
 from vlhub.core.errors import VlhubError
 from vlhub.core.home import vlhub_home
 from vlhub.streamlit_app import commands
-from vlhub.streamlit_app.text import t
+from vlhub.streamlit_app.text import t, translation
 from vlhub.streamlit_app.widgets import (action_button, checkbox, command_preview, human, job_panel, option_fields, option_labels,
-                                         path_field, quoted, selectbox, show_error, start_job)
+                                         path_field, quoted, selectbox, show_error, split_name, splits,
+                                         start_job)
 
 GRID = 4
 ACTION = "data.prepare"
@@ -32,7 +33,7 @@ def prepare_form() -> None:
     specs = {d["name"]: d for d in data.datasets()}
     name = selectbox(t("data.plugin"), list(specs), "data.name")
     spec = specs[name]
-    st.caption(spec["description"])
+    st.caption(translation(spec["description"], spec.get("descriptions")))
     source = path_field(t("data.source"), "data.source", expect="source", placeholder=t("data.source_hint"))
     out = path_field(t("data.out"), f"data.out.{name}", expect="out", default=str(vlhub_home() / "data" / name))
     with st.expander(t("data.options")):
@@ -57,7 +58,7 @@ def prepare_form() -> None:
 
 def show_result(result: dict[str, Any]) -> None:
     records = result["records"]
-    st.success(t("data.prepared", total=sum(records.values()), splits=", ".join(f"{k} {v}" for k, v in records.items()),
+    st.success(t("data.prepared", total=sum(records.values()), splits=splits(records),
                  dropped=result["dropped"], out=result["out"]))
     if result["problems"]:
         st.warning(t("data.problems", n=len(result["problems"])))
@@ -77,7 +78,8 @@ def show_report(folder: str) -> None:
     cols[1].metric(t("data.images"), report.get("images", 0))
     cols[2].metric(t("data.dropped"), report.get("dropped", 0))
     cols[3].metric(t("data.image_bytes"), human(report.get("image_bytes", 0)))
-    st.bar_chart(report.get("records", {}), horizontal=True, x_label=t("data.records"))
+    st.bar_chart({split_name(k): v for k, v in report.get("records", {}).items()}, horizontal=True,
+                 x_label=t("data.records"))
     lengths = report.get("answer_length", {})
     if lengths.get("histogram"):
         st.markdown(f"**{t('data.answer_length')}** — {t('data.length_summary', **lengths)}")

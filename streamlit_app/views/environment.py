@@ -9,7 +9,7 @@ from vlhub.core import stage
 from vlhub.core.errors import VlhubError
 from vlhub.streamlit_app.state import env_report, forget_envs, plugin_report, token_report
 from vlhub.streamlit_app.text import t
-from vlhub.streamlit_app.widgets import action_button, job_panel, quoted, show_error, start_job
+from vlhub.streamlit_app.widgets import action_button, job_panel, plugins_table, quoted, show_error, start_job
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
@@ -54,9 +54,7 @@ for hub, info in token_report().items():
 
 st.subheader(t("home.plugins"))
 report = plugin_report()
-st.dataframe([{"plugin": p["name"], "version": p["version"], "builtin": p["builtin"],
-               "registered": "; ".join(f"{k}: {', '.join(v)}" for k, v in p["registered"].items())}
-              for p in report["plugins"]], hide_index=True)
+plugins_table(report["plugins"], builtin=True)
 for failure in report["failures"]:
     st.error(f"{failure['plugin']} ({failure['stage']}): {failure['error']}")
 st.subheader(t("docs.heading"))

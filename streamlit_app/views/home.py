@@ -9,7 +9,7 @@ from vlhub.core.lifecycle import ACTIVE, refresh
 from vlhub.streamlit_app import jobs, pipeline
 from vlhub.streamlit_app.state import env_report, plugin_report
 from vlhub.streamlit_app.text import t
-from vlhub.streamlit_app.widgets import checkbox, duration, job_state, selectbox
+from vlhub.streamlit_app.widgets import checkbox, duration, job_state, plugins_table, selectbox
 
 ICONS = {"done": ":green[:material/check_circle:]", "running": ":blue[:material/progress_activity:]",
          "failed": ":red[:material/error:]", "stopped": ":orange[:material/pause_circle:]",
@@ -70,9 +70,7 @@ for env in env_report():
 
 report = plugin_report()
 st.subheader(t("home.plugins"))
-st.dataframe([{"plugin": p["name"], "version": p["version"],
-               "registered": "; ".join(f"{k}: {', '.join(v)}" for k, v in p["registered"].items())}
-              for p in report["plugins"]], hide_index=True)
+plugins_table(report["plugins"])
 if report["failures"]:
     st.subheader(t("home.failures"))
     for failure in report["failures"]:

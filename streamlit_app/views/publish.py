@@ -1,4 +1,9 @@
-"""Publish: a model folder to several targets at once; preflight table, per-target progress, links, model card.
+"""Publish: a model folder to several targets at once; a serve check first, preflight table, per-target progress,
+links, model card.
+
+The Check step shows the folder's last serve check (``vlhub check``, recorded in its provenance) and runs it
+again as a job; while the last check failed a publish is refused unless "publish anyway" is ticked
+(``--skip-serve-check``).
 
 Every field stays across page switches and reloads; Preflight and Publish are disabled while their job runs
 (a second click attaches to it); the command preview shows the `vlhub publish` line. A target that fails its
@@ -14,16 +19,20 @@ from typing import Any
 
 import streamlit as st
 
-from vlhub.core import provenance, publish, settings_store, train
+from vlhub.core import messages, provenance, publish, serve_check, settings_store, train
+from vlhub.core.chat import runnable_backend
 from vlhub.core.errors import VlhubError
 from vlhub.core.fsutil import atomic_write_text
+from vlhub.core.jobs import job_error
 from vlhub.streamlit_app import commands, jobs, pipeline
-from vlhub.streamlit_app.state import token_report
-from vlhub.streamlit_app.text import known, t
-from vlhub.streamlit_app.widgets import (action_button, command_preview, human, job_panel, multiselect, option_fields, option_labels,
-                                         path_field, progress_line, quoted, show_error, start_job, text_input)
+from vlhub.streamlit_app.state import keep, restore, token_report
+from vlhub.streamlit_app.text import known, lang, t
+from vlhub.streamlit_app.widgets import (action_button, checkbox, command_preview, human, job_panel, multiselect,
+                                         option_fields, option_labels, path_field, progress_line, quoted, selectbox,
+                                         show_error, start_job, text_input)
 
 ACTION = "publish"
+CHECK = "check"
 COMMENT = re.compile(r"<!--.*?-->", re.S)
 IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)\s]+)\)")
 #: An absolute local path in a card (not part of a URL): ``/tmp/x/y``, ``/home/me/models``.
@@ -51,23 +60,100 @@ def targets_form(publishers: dict[str, Any]) -> tuple[list[str], dict[str, Any],
     return specs, options, list(declared.values())
 
 
+def check_reason(found: dict[str, Any]) -> str:
+    """The reason of a recorded serve check in the page's language (its catalog key; the recorded English
+    line when the record has none), the flags it names shown as this page's field labels."""
+    key, params = found.get("reason_key") or "", found.get("params") or {}
+    if key in messages.CATALOG and isinstance(params, dict):
+        try:
+            return VlhubError(key, **params).localized(lang(), quoted({
+                "--max-new-tokens": t("publish.check_limit"), "--template": t("convert.template")}))
+        except (KeyError, TypeError, ValueError, IndexError):  # a hand-edited record
+            pass
+    return str(found.get("reason") or "")
+
+
+def serve_check_step(folder: str) -> bool:
+    """The Check step before publishing: the folder's last serve check (:func:`vlhub.core.serve_check.state`),
+    a button that runs it again as a job (``vlhub check``), and, when the last check failed, the choice to
+    publish anyway (``--skip-serve-check``). Returns that choice."""
+    st.subheader(t("publish.check"))
+    st.caption(t("publish.check_about"))
+    found = serve_check.state(Path(folder).expanduser())
+    when = {"date": found.get("date") or "?", "backend": found.get("backend") or "?", "reason": check_reason(found)}
+    if found["status"] == "ok":
+        st.success(t("publish.check_ok", **when), icon=":material/check_circle:")
+    elif found["status"] == "failed":
+        st.error(t("publish.check_failed", **when), icon=":material/error:")
+    else:
+        st.info(t("publish.check_none"), icon=":material/info:")
+    if found.get("answer"):
+        st.caption(t("publish.check_answer", answer=" ".join(str(found["answer"]).split())[:300]))
+    cols = st.columns(2)
+    with cols[0]:
+        backend = selectbox(t("publish.check_backend"), list(serve_check.BACKENDS), "publish.check.backend",
+                            default=runnable_backend(list(serve_check.BACKENDS)) or serve_check.BACKENDS[0])
+    with cols[1]:
+        restore("publish.check.limit", serve_check.DEFAULT_MAX_NEW_TOKENS, lambda v: isinstance(v, int) and v >= 1)
+        limit = int(st.number_input(t("publish.check_limit"), min_value=1, step=32, key="publish.check.limit"))
+        keep("publish.check.limit", serve_check.DEFAULT_MAX_NEW_TOKENS)
+    args = {"folder": folder, "backend": backend, "max_new_tokens": limit}
+    command_preview(commands.check(args))
+    if action_button(t("publish.check_run"), CHECK, args, key="publish.check.run") and \
+            start_job(CHECK, args, t("publish.check_running", folder=Path(folder).name)):
+        st.rerun()
+    job_panel(CHECK, history=False, folder=folder)
+    return checkbox(t("publish.check_skip"), "publish.check.skip") if found["status"] == "failed" else False
+
+
 def show_tokens() -> None:
     rows = [{t("publish.hub"): hub, t("publish.login"): t("tokens.found", source=info["source"]) if info["found"]
              else t("tokens.not_found")} for hub, info in token_report().items()]
     st.dataframe(rows, hide_index=True)
 
 
-def show_preflight(targets: list[dict[str, Any]]) -> None:
-    """The table of every target, a red box with the whole reason for each that cannot be sent, the files."""
+def target_error(r: dict[str, Any], names: dict[str, str]) -> str:
+    """A target's one-line error as the CLI says it, in the page's language with the page's field labels for
+    the flags it names: its keyed error (``error_detail``), else the recorded line."""
+    failure = job_error(r.get("error_detail"))
+    if failure is None:
+        return VlhubError(r["error"]).localized(lang(), names)
+    return f"{r['target']}: {failure.localized(lang(), names)}"
+
+
+def card_notes(checks: dict[str, Any], names: dict[str, str]) -> list[str]:
+    """The preflight's notes about the model card in the page's language (their catalog keys, the flags they
+    name shown as field labels); the English lines of a preflight that recorded no keys."""
+    found = []
+    for item in checks.get("card_note_keys") or []:
+        try:
+            if item["key"] not in messages.CATALOG:
+                raise KeyError(item["key"])
+            found.append(VlhubError(item["key"], **item["params"]).localized(lang(), names))
+        except (KeyError, TypeError, ValueError, IndexError):  # a key this vlhub does not know
+            return list(checks.get("card_notes") or [])
+    return found or list(checks.get("card_notes") or [])
+
+
+def visibility(r: dict[str, Any]) -> str:
+    """The target's visibility (new or existing, public or private) as the preflight found it."""
+    key = f"publish.visibility.{r.get('preflight', {}).get('checks', {}).get('visibility')}"
+    return "" if t(key) == key else t(key)
+
+
+def show_preflight(targets: list[dict[str, Any]], names: dict[str, str]) -> None:
+    """The table of every target (with its repository's visibility), a red box with the whole reason for each
+    that cannot be sent (``names``: the field labels of the flags it may name), the files."""
     summary = [{t("publish.target_col"): r["target"], t("publish.ok"): t("publish.yes") if r["ok"] else t("publish.no"),
+                t("publish.visibility"): visibility(r),
                 t("publish.files"): len(r.get("preflight", {}).get("files", [])),
                 t("publish.to_send"): human(r.get("preflight", {}).get("bytes_to_send", 0))} for r in targets]
     st.dataframe(summary, hide_index=True)
     for r in targets:
         if r["error"]:
-            st.error(r["error"], icon=":material/error:")
+            st.error(target_error(r, names), icon=":material/error:")
         checks = r.get("preflight", {}).get("checks", {})
-        for note in [*(checks.get("warnings") or []), *(checks.get("card_notes") or [])]:
+        for note in [*(checks.get("warnings") or []), *card_notes(checks, names)]:
             st.warning(note, icon=":material/warning:")
     for r in targets:
         files = r.get("preflight", {}).get("files", [])
@@ -94,7 +180,7 @@ def progress_by_target(job: jobs.Job) -> None:
                 st.progress(fraction or 0.0, text=text)
 
 
-def show_results(report: dict[str, Any]) -> None:
+def show_results(report: dict[str, Any], names: dict[str, str]) -> None:
     for r in report["targets"]:
         pub = r.get("result")
         if pub:
@@ -102,7 +188,7 @@ def show_results(report: dict[str, Any]) -> None:
             st.success(t("publish.done", target=f"`{r['target']}`", url=f"[{pub['url']}]({pub['url']})", state=state,
                          bytes=human(pub["bytes_sent"]), files=pub["files_sent"]))
         elif r["error"]:
-            st.error(r["error"], icon=":material/error:")
+            st.error(target_error(r, names), icon=":material/error:")
 
 
 def local_paths(text: str) -> list[str]:
@@ -187,6 +273,8 @@ folder = path_field(t("publish.folder"), "publish.folder", expect="model", defau
 specs, options, declared = targets_form(publish.publishers())
 with st.expander(t("publish.logins")):
     show_tokens()
+if folder and Path(folder).expanduser().is_dir() and serve_check_step(folder):
+    options = {**options, "skip_serve_check": True}
 args = {"folder": folder, "targets": specs, "options": options}
 command_preview(commands.publish({**args, "dry_run": False}), t("cmd.note_publish"))
 known = folder and specs
@@ -209,10 +297,10 @@ if clicked:
 job = job_panel(ACTION, labels=labels(declared), render=progress_by_target)
 if job is not None and job.status == "done":
     st.subheader(t("publish.preflight_table"))
-    show_preflight(job.result["targets"])
+    show_preflight(job.result["targets"], labels(declared))
     if not job.result["dry_run"]:
         st.subheader(t("publish.results"))
-        show_results(job.result)
+        show_results(job.result, labels(declared))
 if folder and Path(folder).expanduser().is_dir():
     with st.expander(t("publish.card"), expanded=False):
         card_editor(Path(folder).expanduser().resolve(), specs)

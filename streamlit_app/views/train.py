@@ -15,15 +15,15 @@ from typing import Any
 import streamlit as st
 
 from vlhub.core import data as dataapi
-from vlhub.core import runs, settings_store, stage, train
+from vlhub.core import messages, runs, settings_store, stage, train
 from vlhub.core.errors import VlhubError
 from vlhub.core.lifecycle import ACTIVE, refresh
 from vlhub.streamlit_app import commands, jobs
 from vlhub.streamlit_app.state import env_report, kept, set_field
-from vlhub.streamlit_app.text import lang, t
+from vlhub.streamlit_app.text import lang, localized, t
 from vlhub.streamlit_app.widgets import (action_button, checkbox, command_preview, current_job, duration, env_ready, field_default,
                                          job_panel, option_fields, option_labels, path_field, quoted, selectbox,
-                                         set_options, show_error, start_job)
+                                         set_options, show_error, splits, start_job)
 
 #: Field groups, in LlamaBoard's order; any other option of the trainer is under "All settings".
 GROUPS = (
@@ -31,10 +31,11 @@ GROUPS = (
                 "vit_lora_r", "vit_lora_alpha"), 3),
     ("hyper", ("max_length", "batch_size", "grad_accum", "epochs", "max_iters", "lr", "warmup_ratio",
                "weight_decay", "max_norm", "seed"), 4),
-    ("output", ("save_steps", "save_limit", "log_interval", "eval_every", "eval_image", "eval_prompt"), 3),
+    ("output", ("save_steps", "save_limit", "log_interval", "eval_every", "eval_image", "eval_prompt", "val_every",
+                "val_items", "best_metric", "report_to"), 3),
 )
 #: Shown in an expander of their own (rarely changed on one machine).
-DISTRIBUTED = ("deepspeed", "gpus", "nnodes", "node_rank", "master_addr", "master_port")
+DISTRIBUTED = ("deepspeed", "gpus", "devices", "nnodes", "node_rank", "master_addr", "master_port")
 PLAN, STOP, RESUME = "train.plan", "train.stop", "train.resume"
 OPEN = "_vlhub.train.open"        # keep the New run form open (a loaded preset or run, a refused start)
 FLASH = "_vlhub.train.flash"      # a message for the form (preset saved, settings loaded)
@@ -45,6 +46,19 @@ def chosen_trainer() -> str:
     """The trainer the form shows (kept or remembered), the default one when it is gone."""
     name = st.session_state.get("train.trainer") or kept().get("train.trainer") or train.DEFAULT_TRAINER
     return name if name in train.trainers() else train.DEFAULT_TRAINER
+
+
+def trainers_for(model: str) -> list[str]:
+    """The registered trainers that train the model folder ``model`` (their optional ``accepts_model(path)``;
+    one without it accepts any); all of them while no folder is given, or when none accepts it (the chosen
+    trainer's check then says why)."""
+    registered = train.trainers()
+    if not model or not Path(model).expanduser().is_dir():
+        return list(registered)
+    folder = Path(model).expanduser()
+    accepting = [name for name, impl in registered.items()
+                 if not callable(getattr(impl, "accepts_model", None)) or impl.accepts_model(folder)]
+    return accepting or list(registered)
 
 
 def trainer_options(name: str) -> list[dict[str, Any]]:
@@ -145,7 +159,7 @@ def data_summary(folder: str) -> None:
         st.caption(exc.localized(lang()))
         return
     st.caption(t("train.data_summary", dataset=report["dataset"], total=report.get("records_total", 0),
-                 splits=", ".join(f"{k} {v}" for k, v in report.get("records", {}).items()),
+                 splits=splits(report.get("records", {})),
                  images=report.get("images", 0)))
 
 
@@ -158,6 +172,22 @@ def group(title: str, options: list[dict[str, Any]], names: tuple[str, ...], pre
         return option_fields(sorted(chosen, key=lambda o: names.index(o["name"])), prefix, columns)
 
 
+def _pick_devices(prefix: str) -> None:
+    picked = st.session_state.get("train.devices.pick") or []
+    set_field(f"{prefix}.devices", ",".join(str(i) for i in picked))
+
+
+def device_picker(options: list[dict[str, Any]], prefix: str) -> None:
+    """The GPUs this machine shows, to pick for the trainer's ``devices`` setting (it fills that field; the
+    order picked is the ranks' order). Nothing without a GPU or a trainer that has the setting."""
+    found = dict(stage.gpus())
+    if not found or not any(o["name"] == "devices" for o in options):
+        return
+    st.multiselect(t("train.devices_pick"), list(found), key="train.devices.pick",
+                   format_func=lambda i: f"{i}: {found[i]}", on_change=_pick_devices, args=(prefix,),
+                   placeholder=t("train.devices_all", n=len(found)), help=t("train.devices_help"))
+
+
 def new_run_form(env_ok: bool) -> None:
     """Trainer and presets, model and data (picked or typed, checked), the trainer's settings in groups, the
     command preview, and Check / Start."""
@@ -166,7 +196,9 @@ def new_run_form(env_ok: bool) -> None:
         getattr(st, flash[0])(flash[1])
     top = st.columns([3, 1], vertical_alignment="bottom")
     with top[0]:
-        name = selectbox(t("train.trainer"), list(train.trainers()), "train.trainer", train.DEFAULT_TRAINER)
+        offered = trainers_for(st.session_state.get("train.model") or kept().get("train.model") or "")
+        name = selectbox(t("train.trainer"), offered, "train.trainer", train.DEFAULT_TRAINER,
+                         help=t("train.trainer_by_model"))
     with top[1]:
         presets_box()
     options = trainer_options(name)
@@ -189,6 +221,7 @@ def new_run_form(env_ok: bool) -> None:
         values |= group(t(f"train.group.{key}"), options, names, prefix, columns)
     grouped = {n for _, names, _ in GROUPS for n in names}
     with st.expander(t("train.group.distributed")):
+        device_picker(options, prefix)
         values |= option_fields([o for o in options if o["name"] in DISTRIBUTED], prefix, 3)
     with st.expander(t("train.all_settings")):
         values |= option_fields([o for o in options if o["name"] not in grouped | set(DISTRIBUTED)], prefix, 2)
@@ -217,8 +250,9 @@ def new_run_form(env_ok: bool) -> None:
         st.session_state[OPEN] = True
 
 
-def plan_report(result: dict[str, Any]) -> None:
-    """What the last check or start planned: the dataset as the trainer sees it, warnings, the command."""
+def plan_report(result: dict[str, Any], names: dict[str, str]) -> None:
+    """What the last check or start planned: the dataset as the trainer sees it, warnings (in the page's language,
+    flags named by ``names``, the fields' labels), the command."""
     plan = result["plan"]
     ds = plan["dataset"]
     tokens = ds.get("tokens", {})
@@ -228,8 +262,9 @@ def plan_report(result: dict[str, Any]) -> None:
     cols[1].metric(t("train.tokens"), f"{tokens.get('median', '?')} / {tokens.get('max', '?')}")
     cols[2].metric(t("train.over_length"), ds.get("over_max_length", 0))
     cols[3].metric(t("train.iterations"), ds.get("iterations", 0))
-    for note in plan.get("warnings", []):
-        st.warning(note)
+    details = result.get("warning_details") or [None] * len(plan.get("warnings", []))
+    for note, detail in zip(plan.get("warnings", []), details):
+        st.warning(localized(messages.from_detail(note, detail), names))
     with st.expander(t("train.command")):
         st.code(" ".join(plan["command"]), language="bash", wrap_lines=True)
         st.caption(plan["config"])
@@ -245,6 +280,18 @@ def smoothed(values: list[float | None], span: int) -> list[float | None]:
         level = v if level is None else alpha * v + (1 - alpha) * level
         out.append(round(level, 6))
     return out
+
+
+def loss_series(metrics: list[dict[str, Any]], smooth: list[float | None],
+                validation: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """The loss chart's data in long form (``iter``, the loss, the curve's name): the training loss, its smoothed
+    curve and the validation loss (one point per validation), each curve drawn as its own line."""
+    rows = [(m["iter"], m.get("loss"), t("train.loss_raw")) for m in metrics]
+    rows += [(m["iter"], v, t("train.loss_smoothed")) for m, v in zip(metrics, smooth)]
+    rows += [(v["iter"], v["val_loss"], t("train.val_loss")) for v in validation
+             if isinstance(v.get("val_loss"), (int, float))]
+    rows = [r for r in rows if r[1] is not None]
+    return {"iter": [r[0] for r in rows], t("train.loss"): [r[1] for r in rows], t("train.curve"): [r[2] for r in rows]}
 
 
 def speed(metrics: list[dict[str, Any]]) -> str:
@@ -285,19 +332,31 @@ def live(run_id: str, polling: bool = False) -> None:
                      path=run["resumed_from"], n=run.get("resumes", 1)))
     if run.get("error"):
         st.error(run["error"], icon=":material/error:")
+    validation = view.get("validation") or []
     if metrics:
         iters = [m["iter"] for m in metrics]
         cols = st.columns(2)
         with cols[0]:
             st.markdown(f"**{t('train.loss')}**")
-            raw, smooth_name = t("train.loss_raw"), t("train.loss_smoothed")
-            st.line_chart({"iter": iters, raw: losses, smooth_name: smooth}, x="iter", y=[raw, smooth_name])
+            st.line_chart(loss_series(metrics, smooth, validation), x="iter", y=t("train.loss"), color=t("train.curve"))
         with cols[1]:
             st.markdown(f"**{t('train.lr')}**")
             st.line_chart({"iter": iters, "lr": [m.get("lr") for m in metrics]}, x="iter", y="lr")
         if any("memory" in m for m in metrics):
             st.markdown(f"**{t('train.memory')}** — {t('train.memory_now', mb=last.get('memory', '?'))}")
             st.line_chart({"iter": iters, "MB": [m.get("memory") for m in metrics]}, x="iter", y="MB", height=180)
+    accuracy = [v for v in validation if isinstance(v.get("val_acc"), (int, float))]
+    if accuracy:
+        st.markdown(f"**{t('train.val_acc')}**")
+        st.line_chart({"iter": [v["iter"] for v in accuracy], t("train.val_acc"): [v["val_acc"] for v in accuracy]},
+                      x="iter", y=t("train.val_acc"), height=180)
+    if view.get("best"):
+        best = view["best"]
+        st.caption(t("train.best_at", checkpoint=Path(best["path"]).name, metric=best.get("metric", ""),
+                     value=f"{best.get('value', 0):.4f}"))
+    if view.get("tensorboard"):
+        st.caption(t("train.tensorboard", path=view["tensorboard"]))
+        st.code(f"tensorboard --logdir {view['tensorboard']}", language="bash")
     if view["samples"]:
         st.markdown(f"**{t('train.samples_out')}**")
         for sample in view["samples"][-3:]:
@@ -305,8 +364,8 @@ def live(run_id: str, polling: bool = False) -> None:
             st.code(sample.get("text", ""), language=None)
     if view["checkpoints"]:
         st.markdown(f"**{t('train.checkpoints')}**")
-        st.dataframe([{t("train.step"): c["step"], t("train.path"): c["path"], t("train.complete"): c["complete"]}
-                      for c in view["checkpoints"]], hide_index=True)
+        st.dataframe([{t("train.step"): c["step"], t("train.path"): c["path"], t("train.complete"): c["complete"],
+                       t("train.best"): bool(c.get("best"))} for c in view["checkpoints"]], hide_index=True)
     with st.expander(t("train.log"), expanded=status in ACTIVE or status == "failed"):
         st.code("\n".join(view["log_tail"]) or t("train.log_empty"), language=None)
 
@@ -367,7 +426,8 @@ with st.expander(t("train.new"), expanded=bool(keep_open), icon=":material/add_c
 st.session_state.pop(OPEN, None)
 current = current_job(PLAN)
 if current is not None and current.status == "done":
-    plan_report(current.result)
+    planned_by = current.args.get("trainer") if current.args.get("trainer") in train.trainers() else chosen_trainer()
+    plan_report(current.result, labels(trainer_options(planned_by)))
     if current.result["status"] != "planned" and not st.session_state.get(f"train.seen.{current.id}"):
         st.session_state[f"train.seen.{current.id}"] = True  # show a run just started
         st.query_params["run"] = current.result["run_id"]

@@ -59,10 +59,29 @@ own ``filter=lfs`` line added in the same commit. An invalid token gets 401 ever
 ``X-Error-Message`` "Invalid credentials in Authorization header", as the Hub sends; ModelScope: the
 legacy ``{"Code", "Message", "Success": false}`` envelope); a missing token is allowed for reads only.
 
+Who may write where, as the hubs answer it. The token's user may write to its own namespace and to each
+of ``orgs`` (a list: role "write" in each; or ``{org: roleInOrg}``, HF's roles ``admin``/``write``/
+``contributor``/``read``; a ``read`` member may not write). ``token_role`` is the role HF's ``whoami-v2``
+reports in ``auth.accessToken.role``: ``write`` (default), ``read`` (every write answers 403), or
+``fineGrained`` with ``token_scopes={entity: [permissions]}`` (an entity is a user or org name, or a repo id
+``org/name``; writing needs ``repo.write`` on the namespace or the repo), reported as
+``auth.accessToken.fineGrained.scoped[{"entity": {"_id", "type", "name"}, "permissions"}]``. A refused write
+is 403 with the Hub's "You don't have the rights to ..." message (ModelScope: its ``Code``/``Message``
+envelope, which the SDK raises as ``PermissionDeniedError``). ModelScope's ``/openapi/v1/users/me`` reports
+the user only (as the SDK's ``UserInfo`` reads it: no organisations).
+
+Visibility: a repo created with HF ``private``/``visibility: "private"`` or ModelScope ``Visibility: 1``
+is private (``srv.set_private(repo_id, True)`` for a test's existing repo); HF ``/api/models/{id}``
+reports ``private``, ModelScope ``/api/v1/models/{id}`` its ``Visibility`` (1 private, 5 public); HF
+``PUT /api/{type}s/{id}/settings`` (``update_repo_settings``) changes it. A private repo answers an
+anonymous read 401 "Repository not found" (``X-Error-Code: RepoNotFound``), as the Hub does.
+
 Failure switches (attributes, may be changed while running): ``reject_token`` (every request 401),
 ``fail_commit_once`` (next commit answers 500), ``drop_lfs_upload_after=N`` (the next LFS PUT is cut off
-after N body bytes, once). ``srv.requests`` records ``(method, path, status)`` without query strings,
-so tokens and URL signatures never land in it.
+after N body bytes, once), ``srv.fail(status, path_regex, times=1, method=None)`` (the next matching
+requests answer ``status`` in the hub's error format: 401/403/404/5xx for the SDKs' error paths).
+``srv.requests`` records ``(method, path, status)`` without query strings, so tokens and URL signatures
+never land in it.
 """
 from __future__ import annotations
 
@@ -312,11 +331,18 @@ class HubApiServer:
     """Hugging Face + ModelScope hub APIs over local bare git repos; see the module docstring."""
 
     def __init__(self, root: Path | str, token: str = "secret", user: str = "tester", *,
-                 orgs: Iterable[str] = (), email: str | None = None, reject_token: bool = False,
+                 orgs: Iterable[str] | dict[str, str] = (), email: str | None = None, reject_token: bool = False,
                  fail_commit_once: bool = False, drop_lfs_upload_after: int | None = None,
-                 lfs_threshold: int = LFS_SIZE_THRESHOLD):
+                 lfs_threshold: int = LFS_SIZE_THRESHOLD, token_role: str = "write",
+                 token_scopes: dict[str, Iterable[str]] | None = None):
         self.root = Path(root).resolve()
-        self.token, self.user, self.orgs = token, user, list(orgs)
+        self.token, self.user = token, user
+        #: organisation -> the user's role in it (HF ``roleInOrg``)
+        self.orgs: dict[str, str] = dict(orgs) if isinstance(orgs, dict) else {o: "write" for o in orgs}
+        self.token_role = token_role
+        self.token_scopes = {k: list(v) for k, v in (token_scopes or {}).items()}
+        #: ``[method or None, compiled path regex, status, message, times left]`` (:meth:`fail`)
+        self.failures: list[list[Any]] = []
         self.email = email or f"{user}@users.noreply.invalid"
         self.reject_token = reject_token
         self.fail_commit_once = fail_commit_once
@@ -389,6 +415,25 @@ class HubApiServer:
     def exists(self, repo_id: str, repo_type: str = "model") -> bool:
         """Whether the repository exists."""
         return (self.repo_path(repo_id, repo_type) / "HEAD").exists()
+
+    def is_private(self, repo_id: str, repo_type: str = "model") -> bool:
+        """Whether an existing repository is private (kept as ``hub.private`` in its git config)."""
+        try:
+            return self.repo(repo_id, repo_type).git("config", "--get", "hub.private").decode().strip() == "true"
+        except RuntimeError:  # not set: public
+            return False
+
+    def set_private(self, repo_id: str, private: bool, repo_type: str = "model") -> None:
+        """Make an existing repository private or public."""
+        self.repo(repo_id, repo_type).git("config", "hub.private", "true" if private else "false")
+
+    def fail(self, status: int, path: str, *, times: int = 1, method: str | None = None,
+             message: str = "") -> None:
+        """Answer the next ``times`` requests whose path matches the regex ``path`` (and ``method``) with
+        ``status``, in the hub's error format (a test's 401/403/404/5xx)."""
+        text = message or {401: "Invalid credentials in Authorization header", 403: "Forbidden",
+                           404: "Repository not found"}.get(status, f"Internal Error - simulated {status}")
+        self.failures.append([method, re.compile(path), status, text, times])
 
     def create_repo(self, repo_id: str, repo_type: str = "model", branch: str = "main",
                     gitattributes: str = HF_DEFAULT_GITATTRIBUTES) -> GitRepo:
@@ -492,9 +537,23 @@ class HubApiServer:
             raise HubError(401, "You must be authenticated to access this resource.", code="_auth")
         return self.user if token is not None else None
 
-    def _check_namespace(self, org: str) -> None:
+    def _check_namespace(self, org: str, repo_id: str | None = None) -> None:
+        """Refuse a write (403) the token may not make: a foreign namespace, a read token or org role, a
+        fine-grained token without ``repo.write`` on the namespace or the repo."""
         if org not in {self.user, *self.orgs}:
             raise HubError(403, f"You don't have the rights to write under the namespace {org!r}")
+        if self.token_role == "read":
+            raise HubError(403, "You don't have the rights to write with a read access token")
+        if self.orgs.get(org) == "read":
+            raise HubError(403, f"You don't have the rights to write under the namespace {org!r} (role: read)")
+        if self.token_role == "fineGrained" and not any(
+                "repo.write" in self.token_scopes.get(entity, ()) for entity in (org, repo_id) if entity):
+            raise HubError(403, f"This fine-grained token has no write permission (repo.write) on {repo_id or org!r}")
+
+    def _check_read(self, repo_id: str, repo_type: str, user: str | None) -> None:
+        """A private repository is not found for an anonymous request (401, as the Hub answers)."""
+        if user is None and self.exists(repo_id, repo_type) and self.is_private(repo_id, repo_type):
+            raise HubError(401, "Repository not found", code="RepoNotFound")
 
     def _apply(self, repo: GitRepo, branch: str, ops: list[Op], message: str,
                parent_expected: str | None = None) -> str:
@@ -550,6 +609,7 @@ class HubApiServer:
         raw_path = raw.split("?", 1)[0]
         segs = [unquote(s) for s in raw_path.split("/") if s]
         try:
+            self._injected(req.method, raw_path)
             resp = self._route(req, segs, environ)
         except HubError as err:
             resp = self._error(req, segs, err)
@@ -561,6 +621,14 @@ class HubApiServer:
             resp = Response(json.dumps({"error": f"server error: {err!r}"}), 500, content_type=_JSON)
         self.requests.append((req.method, raw_path, resp.status_code))
         return resp(environ, start_response)
+
+    def _injected(self, method: str, path: str) -> None:
+        """Raise the failure a test asked for with :meth:`fail`, when this request matches one."""
+        for failure in self.failures:
+            wanted, pattern, status, message, left = failure
+            if left > 0 and (wanted is None or wanted == method) and pattern.search(path):
+                failure[4] -= 1
+                raise HubError(status, message, code="RepoNotFound" if status == 404 else None)
 
     def _error(self, req: Request, segs: list[str], err: HubError) -> Response:
         if segs[:2] == ["api", "v1"] or segs[:2] == ["openapi", "v1"]:
@@ -619,10 +687,8 @@ class HubApiServer:
                 "type": "user", "id": hashlib.sha1(self.user.encode()).hexdigest()[:24], "name": self.user,
                 "fullname": self.user, "email": self.email, "emailVerified": True, "canPay": False,
                 "isPro": False, "periodEnd": None, "avatarUrl": "",
-                "orgs": [{"type": "org", "name": o, "fullname": o, "roleInOrg": "write"} for o in self.orgs],
-                "auth": {"type": "access_token",
-                         "accessToken": {"displayName": "vlhub-tests", "role": "write",
-                                         "createdAt": "2024-01-01T00:00:00.000Z"}},
+                "orgs": [{"type": "org", "name": o, "fullname": o, "roleInOrg": role} for o, role in self.orgs.items()],
+                "auth": {"type": "access_token", "accessToken": self._hf_access_token()},
             })
         if s == ["validate-yaml"] and m == "POST":
             self._auth(req, required=False)
@@ -642,6 +708,8 @@ class HubApiServer:
                 self.create_repo(repo_id, repo_type, "main", HF_DEFAULT_GITATTRIBUTES)
             except FileExistsError:
                 raise HubError(409, f"You already created this {repo_type} repo", extra={"url": url}) from None
+            if body.get("private") or body.get("visibility") == "private":
+                self.set_private(repo_id, True, repo_type)
             return _json({"url": url, "name": repo_id, "id": uuid.uuid4().hex[:24]})
         if s == ["repos", "delete"] and m == "DELETE":
             self._auth(req, required=True)
@@ -661,14 +729,21 @@ class HubApiServer:
             repo_id = f"{s[1]}/{s[2]}"
             rest = s[3:]
             write = m != "GET" and rest[:1] != ["paths-info"]
-            self._auth(req, required=write)
+            user = self._auth(req, required=write)
             if write:
-                self._check_namespace(s[1])
+                self._check_namespace(s[1], repo_id)
+            self._check_read(repo_id, repo_type, user)
             if not self.exists(repo_id, repo_type):
                 raise HubError(404, "Repository not found", code="RepoNotFound")
             repo = self.repo(repo_id, repo_type)
             if not rest and m == "GET":
                 return self._hf_info(repo, repo_id, repo_type, None)
+            if rest == ["settings"] and m == "PUT":
+                body = req.get_json(force=True, silent=True) or {}
+                if "private" in body or "visibility" in body:
+                    self.set_private(repo_id, bool(body.get("private")) or body.get("visibility") == "private",
+                                     repo_type)
+                return _json({})
             if len(rest) == 2 and rest[0] == "revision" and m == "GET":
                 return self._hf_info(repo, repo_id, repo_type, rest[1])
             if len(rest) == 2 and rest[0] == "preupload" and m == "POST":
@@ -680,6 +755,20 @@ class HubApiServer:
             if len(rest) >= 2 and rest[0] == "tree" and m == "GET":
                 return self._hf_tree(req, repo, rest[1], "/".join(rest[2:]))
         raise HubError(404, f"no such endpoint: /api/{'/'.join(s)}")
+
+    def _hf_access_token(self) -> dict[str, Any]:
+        """``auth.accessToken`` of ``whoami-v2``: its role and, for a fine-grained token, its scopes."""
+        token: dict[str, Any] = {"displayName": "vlhub-tests", "role": self.token_role,
+                                 "createdAt": "2024-01-01T00:00:00.000Z"}
+        if self.token_role == "fineGrained":
+            def entity(name: str) -> dict[str, str]:
+                kind = "model" if "/" in name else "user" if name == self.user else "org"
+                return {"_id": hashlib.sha1(name.encode()).hexdigest()[:24], "type": kind, "name": name}
+
+            token["fineGrained"] = {"canReadGatedRepos": False, "global": [],
+                                    "scoped": [{"entity": entity(name), "permissions": perms}
+                                               for name, perms in self.token_scopes.items()]}
+        return token
 
     @staticmethod
     def _hf_validate_yaml(content: str) -> Response:
@@ -735,7 +824,8 @@ class HubApiServer:
             siblings.append(sib)
         org = repo_id.split("/")[0]
         return _json({"_id": hashlib.sha1(repo_id.encode()).hexdigest()[:24], "id": repo_id, "modelId": repo_id,
-                      "author": org, "sha": sha, "lastModified": date, "createdAt": date, "private": False,
+                      "author": org, "sha": sha, "lastModified": date, "createdAt": date,
+                      "private": self.is_private(repo_id, repo_type),
                       "gated": False, "disabled": False, "downloads": 0, "likes": 0, "tags": [],
                       "siblings": siblings})
 
@@ -842,7 +932,7 @@ class HubApiServer:
         return _json(out)
 
     def _hf_resolve(self, req: Request, repo_id: str, repo_type: str, rev: str, path: str) -> Response:
-        self._auth(req, required=False)
+        self._check_read(repo_id, repo_type, self._auth(req, required=False))
         if not self.exists(repo_id, repo_type):
             raise HubError(404, "Repository not found", code="RepoNotFound")
         repo = self.repo(repo_id, repo_type)
@@ -867,7 +957,7 @@ class HubApiServer:
         op = body.get("operation")
         self._auth(req, required=op == "upload")
         if op == "upload":
-            self._check_namespace(repo_id.split("/")[0])
+            self._check_namespace(repo_id.split("/")[0], repo_id)
         if not self.exists(repo_id, repo_type):
             raise HubError(404, "Repository not found", code="RepoNotFound")
         return self._lfs_batch_answer(body)
@@ -963,7 +1053,8 @@ class HubApiServer:
         write = "receive-pack" in service
         user = self._auth(req, required=write)
         if write:
-            self._check_namespace(repo_id.split("/")[0])
+            self._check_namespace(repo_id.split("/")[0], repo_id)
+        self._check_read(repo_id, repo_type, user)
         if not self.exists(repo_id, repo_type):
             raise HubError(404, "Repository not found", code="RepoNotFound")
         rel = self.repo_path(repo_id, repo_type).relative_to(self.root).as_posix()
@@ -1023,19 +1114,21 @@ class HubApiServer:
                 self._split_id(repo_id)
             except HubError:
                 raise HubError(400, "path is required", extra={"Code": 400}) from None
-            self._check_namespace(org)
+            self._check_namespace(org, repo_id)
             try:
                 self.create_repo(repo_id, repo_type, "master", HF_DEFAULT_GITATTRIBUTES)
             except FileExistsError:
                 raise HubError(400, "该名称已被注册使用，请重新命名", extra={"Code": 10010101001}) from None
             visibility = body.get("Visibility", 5)
+            if str(visibility) == "1":
+                self.set_private(repo_id, True, repo_type)
             return self._ms_ok({"Path": org, "Name": body.get("Name"),
                                 "Visibility": int(visibility) if str(visibility).isdigit() else visibility,
                                 "License": body.get("License"), "Id": repo_id})
         if len(s) >= 4 and s[0] == "repos" and s[1] in ("models", "datasets"):
             repo_type, repo_id, rest = _PLURAL[s[1]], f"{s[2]}/{s[3]}", s[4:]
             self._auth(req, required=True)
-            self._check_namespace(s[2])
+            self._check_namespace(s[2], repo_id)
             if not self.exists(repo_id, repo_type):
                 raise HubError(404, "模型不存在", extra={"Code": 404})
             repo = self.repo(repo_id, repo_type)
@@ -1051,7 +1144,8 @@ class HubApiServer:
             repo = self.repo(repo_id, repo_type)
             if not rest and m == "GET":
                 sha = self._resolve_or_raise(repo, None)
-                return self._ms_ok({"Path": s[1], "Name": s[2], "Id": repo_id, "Visibility": 5,
+                return self._ms_ok({"Path": s[1], "Name": s[2], "Id": repo_id,
+                                    "Visibility": 1 if self.is_private(repo_id, repo_type) else 5,
                                     "DefaultBranch": repo.default_branch(), "LatestCommit": {"Id": sha}})
             if rest in (["repo", "files"], ["repo", "tree"]) and m == "GET":
                 return self._ms_files(req, repo)
