@@ -57,6 +57,7 @@ TRAIN_PINS=(
     accelerate==1.2.1 peft==0.14.0 datasets==3.2.0 dill==0.3.8 multiprocess==0.70.16 fsspec==2024.9.0
     loguru==0.7.3 openpyxl==3.1.5 et-xmlfile==2.0.0 addict==2.4.0 termcolor==3.3.0 yapf==0.43.0
     platformdirs==4.14.7 hjson==3.1.0 pydantic==2.10.4 pydantic-core==2.27.2 annotated-types==0.8.0
+    tensorboard==2.21.0 absl-py==2.5.1  # TensorBoard event files (vis_backends); protobuf is on the machine
 )
 DEEPSPEED=0.16.2      # sdist only on PyPI: built here as a pure-Python wheel (DS_BUILD_OPS=0)
 LMDEPLOY=0.18.0       # allows torch<=2.12.1, transformers>=4.56 (runs on the machine's 2.11 / 5.17)

@@ -518,3 +518,39 @@ def test_qwen3_needs_transformers_4_51(folder, tmp_path: Path) -> None:
     proc = subprocess.run([str(python), "-c", script, str(folder("qwen3", False))], capture_output=True, text=True,
                           timeout=300, env={**os.environ, "PYTHONPATH": ""})
     assert "Qwen3ForCausalLM needs transformers>=4.51" in proc.stdout, proc.stdout + proc.stderr[-2000:]
+
+
+SAMPLE_WITH_LORA = r'''
+import json, sys
+import torch
+from PIL import Image
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModel, AutoTokenizer
+model_path, workers, image = sys.argv[1:4]
+sys.path.insert(0, workers)
+from train_internvl import sample_outputs
+model = AutoModel.from_pretrained(model_path, trust_remote_code=True, torch_dtype=torch.float32).eval()
+targets = sorted({n.rsplit(".", 1)[-1] for n, m in model.language_model.named_modules()
+                  if isinstance(m, torch.nn.Linear) and "lm_head" not in n and "output" != n.rsplit(".", 1)[-1]})
+model.language_model = get_peft_model(model.language_model, LoraConfig(r=4, target_modules=targets))
+wrapped = model.language_model
+Image.new("RGB", (448, 336), (200, 40, 30)).save(image)
+tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=True)
+answers = sample_outputs(model, tokenizer, image, ["What dish is this?"], 4)
+print(json.dumps({"answers": answers, "restored": model.language_model is wrapped}))
+'''
+
+
+@pytest.mark.parametrize("llm", ["phi3", "internlm2", "qwen2"])
+def test_sample_answers_with_a_lora_wrapped_llm(folder, tmp_path: Path, llm: str) -> None:
+    """The training sample hook's ``sample_outputs`` answers with peft's LoRA wrapper on the LLM, as during a
+    run: InternLM2's remote code failed there under transformers 4.48 (GPU proof, ``--llm internlm2``)."""
+    python = env_python("train")
+    proc = subprocess.run([str(python), "-c", SAMPLE_WITH_LORA, str(folder(llm, False)),
+                           str(Path(__file__).resolve().parents[1] / "plugins" / "workers"), str(tmp_path / "a.png")],
+                          capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": ""})
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    facts = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(facts["answers"]) == 1 and facts["answers"][0].startswith("<image>\nWhat dish is this?\n")
+    assert facts["restored"], "the LoRA wrapper must be put back after generating"

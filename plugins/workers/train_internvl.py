@@ -26,6 +26,7 @@ the generated config imports its model, dataset, hook and metric classes from it
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib.util
 import json
@@ -33,7 +34,7 @@ import os
 import re
 import shutil
 from collections import Counter
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import torchvision.transforms as T
@@ -162,11 +163,32 @@ def sample_outputs(chat_model: Any, tokenizer: Any, image: str, prompts: list[st
     pixels = image_tiles(image, chat_model.config).to(device, dtype=chat_model.vision_model.dtype)
     generation = dict(max_new_tokens=max_new_tokens, do_sample=False)
     answers = []
-    for prompt in prompts:
-        question = prompt if "<image>" in prompt else "<image>\n" + prompt
-        with torch.no_grad():
-            answers.append(f"{question}\n{chat_model.chat(tokenizer, pixels, question, generation)}")
+    with _unwrapped_llm(chat_model):
+        for prompt in prompts:
+            question = prompt if "<image>" in prompt else "<image>\n" + prompt
+            with torch.no_grad():
+                answers.append(f"{question}\n{chat_model.chat(tokenizer, pixels, question, generation)}")
     return answers
+
+
+@contextlib.contextmanager
+def _unwrapped_llm(chat_model: Any) -> Iterator[None]:
+    """Generate with the LoRA-wrapped LLM's own model (its LoRA layers stay in place).
+
+    peft's ``PeftModelForCausalLM.generate`` hands remote-code LLMs an empty ``input_ids`` beside
+    ``inputs_embeds`` under transformers 4.48, and InternLM2's ``_update_causal_mask`` then fails with
+    "size of tensor a (0) must match" (seen on the GPU proof with ``--llm internlm2``). peft injects the
+    LoRA layers into the wrapped model's modules, so ``get_base_model()`` answers with the adapters.
+    """
+    wrapped = chat_model.language_model
+    if not hasattr(wrapped, "get_base_model"):
+        yield
+        return
+    chat_model.language_model = wrapped.get_base_model()
+    try:
+        yield
+    finally:
+        chat_model.language_model = wrapped
 
 
 class InternVLSampleHook(Hook):
