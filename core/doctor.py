@@ -28,7 +28,8 @@ def diagnose() -> dict[str, Any]:
 
     ``tokens``: secret name -> ``{"hub", "found", "source"}`` (where it was found, never the value);
     ``secrets``: secret name -> its declaration (``env`` variables, ``login`` store, ``description``) and
-    ``declared_by`` (the objects that read it, e.g. ``["publisher hf"]``).
+    ``declared_by`` (the objects that read it, e.g. ``["publisher hf"]``); each environment's ``warnings``
+    (:meth:`vlhub.core.stage.EnvStatus.public`) are printed under it by ``vlhub doctor``.
     """
     tools = {
         "python": f"{platform.python_version()} ({sys.executable})",

@@ -18,6 +18,16 @@ from typing import Mapping, Sequence
 Text = tuple[str, str]
 
 CATALOG: dict[str, dict[str, Text]] = {
+    # ---- stage environments (stage.launcher_warning)
+    "env.foreign_torchrun": {
+        "en": ("torchrun on PATH ({script}) runs {runs}, not this environment's Python ({python}): "
+               "`NPROC_PER_NODE=2 xtuner train` started by hand would start ranks without this environment's packages. "
+               "Fix: vlhub launches several GPUs with `{python} -m torch.distributed.run` and is not affected; launch "
+               "by hand the same way, or remove that torchrun from PATH", ""),
+        "zh": ("`PATH` 上的 torchrun（{script}）运行的是 {runs}，而不是本环境的 Python（{python}）：手动运行 "
+               "`NPROC_PER_NODE=2 xtuner train` 启动的各进程将缺少本环境的软件包。修复：vlhub 以 "
+               "`{python} -m torch.distributed.run` 启动多卡训练，不受影响；手动启动时也请这样做，或从 `PATH` 中移除该 torchrun",
+               "")},
     # ---- state files (fsutil.read_json)
     "state.damaged_json": {
         "en": ("{path} is damaged: not valid JSON ({detail})", "{fix}"),

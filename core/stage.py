@@ -28,7 +28,7 @@ from importlib.metadata import PackageNotFoundError, requires
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from . import plugins
+from . import messages, plugins
 from .errors import BadInput, MissingDependency, VlhubError
 from .fsutil import atomic_write_json, read_json
 from .home import envs_dir
@@ -90,7 +90,7 @@ class EnvStatus:
         with its fix; they do not make the environment not ready)."""
         return {"name": self.name, "ready": self.ready, "python": self.python, "adopted": self.adopted,
                 "versions": self.versions, "missing": self.missing, "gpu": self.gpu, "fix": self.fix,
-                "warnings": self.warnings}
+                "warnings": [str(w) for w in self.warnings], "warning_details": messages.details(self.warnings)}
 
 
 def _extra_requirements(distribution: str, extra: str) -> list[str]:
@@ -253,7 +253,7 @@ def _script_interpreter(script: Path, path: str) -> Path | None:
     return Path(words[0]) if words else None
 
 
-def launcher_warning(python: Path, prefix: str) -> str | None:
+def launcher_warning(python: Path, prefix: str) -> messages.Keyed | None:
     """A warning when the ``torchrun`` that processes started for stage environment ``python`` would run
     belongs to another interpreter (``None`` when it is the environment's own, or there is none).
 
@@ -288,10 +288,7 @@ def launcher_warning(python: Path, prefix: str) -> str | None:
             return None
     runs = f"{interpreter} (prefix {other})" if other else \
         f"{interpreter or 'an unknown interpreter'}, which does not run"
-    return (f"torchrun on PATH ({script}) runs {runs}, not this environment's Python ({python}): "
-            "`NPROC_PER_NODE=2 xtuner train` started by hand would start ranks without this environment's "
-            f"packages. Fix: vlhub launches several GPUs with `{python} -m torch.distributed.run` and is not "
-            "affected; launch by hand the same way, or remove that torchrun from PATH")
+    return messages.Keyed("env.foreign_torchrun", script=str(script), runs=runs, python=str(python))
 
 
 def check(name: str) -> EnvStatus:

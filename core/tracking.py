@@ -40,7 +40,7 @@ PROJECT = "vlhub"
 messages.register(
     "train.tracker_unknown",
     ("{flag} {value!r} is not a tracker", "use {flag} with tensorboard, wandb, swanlab or none"),
-    ("{flag} {value!r} 不是可用的实验跟踪工具", "请在 {flag} 中选择 tensorboard、wandb、swanlab 或 none"))
+    ("{flag} {value!r} 不是可用的实验跟踪工具", "请在 {flag} 中选择 `tensorboard`、`wandb`、`swanlab` 或 `none`"))
 messages.register(
     "train.tracker_missing",
     ("{flag} {tracker}: the {package} package is not installed in the {env} environment",

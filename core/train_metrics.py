@@ -60,7 +60,7 @@ messages.register(
     "convert.bad_checkpoint",
     ("{flag} {value!r} is not a checkpoint choice", "use {flag} best, {flag} last or {flag} N (an iteration, "
                                                     "e.g. {flag} 40; `vlhub run show RUN` lists them)"),
-    ("{flag} {value!r} 不是有效的检查点选择", "请使用 {flag} best、{flag} last 或 {flag} N（迭代步数，例如 {flag} 40；`vlhub run show RUN` 列出检查点）"))
+    ("{flag} {value!r} 不是有效的检查点选择", "请使用 {flag} `best`、{flag} `last` 或 {flag} N（迭代步数，例如 {flag} 40；`vlhub run show RUN` 列出检查点）"))
 messages.register(
     "convert.checkpoint_needs_run",
     ("{flag} {value} applies to a run id, but {source} is a checkpoint path",
@@ -70,12 +70,12 @@ messages.register(
     "convert.no_best",
     ("run {run} has no best checkpoint marked (no validation ran, or its checkpoint is gone)",
      "use {flag} last, or train with validation (--val-every N, see docs/training.md)"),
-    ("运行 {run} 没有标记最佳检查点（未进行验证，或该检查点已不存在）", "请使用 {flag} last，或开启训练中验证（--val-every N，见 docs/training.md）"))
+    ("运行 {run} 没有标记最佳检查点（未进行验证，或该检查点已不存在）", "请使用 {flag} `last`，或开启训练中验证（`--val-every N`，见 docs/training.md）"))
 messages.register(
     "convert.no_such_iter",
     ("run {run} has no complete checkpoint at iteration {iter} (complete: {found})",
      "pick one of them with {flag} N, or {flag} last"),
-    ("运行 {run} 在第 {iter} 步没有完整的检查点（完整的：{found}）", "请用 {flag} N 选择其中之一，或用 {flag} last"))
+    ("运行 {run} 在第 {iter} 步没有完整的检查点（完整的：{found}）", "请用 {flag} N 选择其中之一，或用 {flag} `last`"))
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

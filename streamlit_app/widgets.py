@@ -44,15 +44,16 @@ def splits(records: Mapping[str, int]) -> str:
 
 
 def duration(seconds: float | None) -> str:
-    """``42 s``, ``3 min 05 s``, ``2 h 03 min``."""
+    """``42 s``, ``3 min 05 s``, ``2 h 03 min`` (``42 秒``, ``3 分 05 秒``, ... on a Chinese page)."""
     if seconds is None:
         return "—"
     s = int(seconds)
+    sec, mins, hours = t("unit.s"), t("unit.min"), t("unit.h")
     if s < 60:
-        return f"{s} s"
+        return f"{s} {sec}"
     if s < 3600:
-        return f"{s // 60} min {s % 60:02d} s"
-    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+        return f"{s // 60} {mins} {s % 60:02d} {sec}"
+    return f"{s // 3600} {hours} {s % 3600 // 60:02d} {mins}"
 
 
 def env_ready(name: str) -> bool:

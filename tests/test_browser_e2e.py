@@ -87,7 +87,7 @@ class Walk:
         return self.text[key].format(**fields) if fields else self.text[key]
 
     def pattern(self, key: str, **fields: str) -> re.Pattern[str]:
-        """The catalogue text of ``key`` as a pattern: ``fields`` as given (regular expressions), the others any text."""
+        """The catalogue text of ``key`` as a pattern: ``fields`` as given (patterns), the others any text."""
         parts = re.split(r"(\{[a-z_]+\})", self.text[key])
         return re.compile("".join(fields.get(p[1:-1], ".+?") if p.startswith("{") else re.escape(p) for p in parts))
 
@@ -96,9 +96,14 @@ class Walk:
         opt = self.options[name]
         return opt.labels.get(self.lang) or opt.label or name.replace("_", " ")
 
+    def idle(self) -> None:
+        """Wait until the page's script run has ended (a click while it still draws may hit a button that is
+        being replaced)."""
+        self.page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=SLOW)
+
     def shot(self, name: str) -> None:
         SHOTS.mkdir(parents=True, exist_ok=True)
-        self.page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached", timeout=SLOW)  # run ended
+        self.idle()
         self.page.screenshot(path=str(SHOTS / f"{self.lang}-{name}.png"))
 
     def open(self, key: str, heading: str) -> None:
@@ -111,25 +116,34 @@ class Walk:
     def field(self, label: str) -> Any:
         return self.page.get_by_label(label, exact=True)
 
-    def enter(self, label: str, value: str, shown: str | None = None) -> None:
-        """Type ``value`` into a field and wait until the page has taken it: ``shown`` (default: the value)
-        appears in a code block (the command preview) or a caption."""
+    def enter(self, label: str, value: str) -> None:
+        """Type ``value`` into a field and wait until the page has taken it: the value appears in a code block
+        (the command preview) or a caption, and the page's run has ended."""
         box = self.field(label)
         box.fill(value)
         box.press("Enter")
         self.page.locator('[data-testid="stCode"], [data-testid="stCaptionContainer"]') \
-            .filter(has_text=shown or value).first.wait_for(state="attached", timeout=SLOW)
+            .filter(has_text=value).first.wait_for(state="attached", timeout=SLOW)
+        self.idle()
 
     def pick(self, label: str, option: str) -> None:
+        self.idle()
         self.page.get_by_label(label, exact=False).first.click()
         self.page.get_by_role("option", name=option, exact=True).click()
 
+    def click_text(self, text: str) -> None:
+        """Click an expander's title or a checkbox's label, once the page is drawn."""
+        self.idle()
+        self.page.get_by_text(text, exact=True).click()
+
     def double_click(self, key: str) -> None:
         """A double click on the action button ``key``'s label (the second click lands while the first runs)."""
+        self.idle()
         self.page.get_by_role("button", name=self.t(key), exact=True).first.dblclick()
 
     def see(self, text: str | re.Pattern[str], timeout: float = SLOW) -> Any:
-        found = self.page.get_by_text(text).first
+        """Wait until ``text`` is shown (not only in a collapsed expander, e.g. the command preview)."""
+        found = self.page.get_by_text(text).filter(visible=True).first
         found.wait_for(timeout=timeout)
         return found
 
@@ -208,7 +222,7 @@ def walk_through(walk: Walk, srv: GitLfsServer, python: Path, source: Path, mode
     walk.see(walk.pattern("train.data_summary", total="17"))  # the data, before planning
     for name, value in SETTINGS.items():
         walk.field(walk.option(name)).fill(value)
-    page.get_by_text(walk.t("train.all_settings"), exact=True).click()
+    walk.click_text(walk.t("train.all_settings"))
     walk.enter(walk.option("launch_command"), f"{python} {fake} {{config}} {{work_dir}}")
     walk.double_click("train.start")
     walk.see(walk.pattern("train.started"))
@@ -235,9 +249,9 @@ def walk_through(walk: Walk, srv: GitLfsServer, python: Path, source: Path, mode
 
     # Convert: the run's last checkpoint (verified in English; the Chinese walk saves the minute)
     walk.open("stage.convert", "convert.title")
-    walk.see(f"iter_{TOTAL}")
+    walk.see(f"iter_{TOTAL} (")  # the run's last checkpoint, chosen
     if lang == "zh":
-        page.get_by_text(walk.t("convert.verify"), exact=True).click()
+        walk.click_text(walk.t("convert.verify"))
     out = str(pipeline.models_dir() / f"{run.id}-iter_{TOTAL}")
     walk.double_click("convert.start")
     walk.see(walk.t("convert.verified" if lang == "en" else "convert.not_verified", out=out))
@@ -261,6 +275,7 @@ def walk_through(walk: Walk, srv: GitLfsServer, python: Path, source: Path, mode
     walk.shot("05-chat")
     walk.reload("chat.title", {walk.t("chat.model_dir"): out})
     walk.see(walk.pattern("chat.loaded"))  # still loaded: Start reuses it
+    walk.idle()
     page.get_by_role("button", name=walk.t("chat.unload"), exact=True).first.click()
     wait_until(lambda: not list(workers_dir().glob("*.json")), "the model to be unloaded")
 

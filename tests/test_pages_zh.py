@@ -87,11 +87,14 @@ def _proto_texts(message: Any) -> Iterator[str]:
 
 
 def _chart_titles(spec: str) -> Iterator[str]:
+    """The axis and legend titles of a chart (a channel's ``title``, else its ``field``)."""
     found = json.loads(spec or "{}")
     for layer in [found, *found.get("layer", [])]:
-        for channel in (layer.get("encoding") or {}).values():
-            if isinstance(channel, dict):
-                yield from (str(channel[k]) for k in ("field", "title") if isinstance(channel.get(k), str))
+        for name, channel in (layer.get("encoding") or {}).items():
+            if name in ("x", "y", "color") and isinstance(channel, dict):
+                title = channel.get("title", channel.get("field"))
+                if isinstance(title, str):
+                    yield title
 
 
 def shown_texts(at: AppTest) -> Iterator[tuple[str, str]]:
@@ -119,7 +122,7 @@ def _element_texts(node: Any, kind: str, proto: Any) -> Iterator[tuple[str, str]
         for value in frame.to_numpy().ravel():
             if isinstance(value, str):
                 yield kind, value
-    elif kind == "arrow_vega_lite_chart":
+    elif kind == "vega_lite_chart":
         for title in _chart_titles(proto.spec):
             yield kind, title
     elif kind in ("error", "warning", "info", "success"):

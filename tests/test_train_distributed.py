@@ -210,6 +210,15 @@ def test_env_check_flags_a_torchrun_of_another_interpreter(bare_env: Path, forei
     assert f"torchrun on PATH ({foreign_path}) runs {sys.executable}" in warning
     assert f"Fix: vlhub launches several GPUs with `{bare_env} -m torch.distributed.run`" in warning
     assert stage.check("train").ready  # a warning, not a missing package
+    doctor = run_vlhub("doctor")
+    assert f"warning: torchrun on PATH ({foreign_path})" in doctor.stdout, doctor.stdout
+    from streamlit.testing.v1 import AppTest  # the Environment page says it in the page's language
+
+    at = AppTest.from_file(str(ROOT / "streamlit_app" / "views" / "environment.py"), default_timeout=60)
+    at.session_state["lang"] = "zh"
+    at.run()
+    shown = [w.value for w in at.warning]
+    assert any(f"PATH 上的 torchrun（{foreign_path}）" in text and "修复" in text for text in shown), shown
 
     foreign_path.unlink()
     assert stage.check("train").warnings == []  # no torchrun at all: nothing runs the wrong one

@@ -74,6 +74,8 @@ def doctor(as_json: bool) -> None:
     click.echo(f"{'gpu':10} {report['gpu'] or 'none visible'}")
     for name, item in report["environments"].items():
         click.echo(f"{'env ' + name:10} {'ready' if item['ready'] else 'not ready'}")
+        for warning in item.get("warnings", []):
+            click.echo(f"{'':10} warning: {warning}")
     for hub, tok in report["tokens"].items():
         click.echo(f"{'token ' + hub:10} {'found (' + tok['source'] + ')' if tok['found'] else 'not found'}")
     for fix in report["fixes"]:

@@ -575,7 +575,7 @@ class Stage:
         """Drop the links into the model folder once the objects are on the server."""
         shutil.rmtree(self.git_dir / "lfs" / "objects", ignore_errors=True)
         shutil.rmtree(self.dir / "blobs", ignore_errors=True)
-        for log in self.dir.glob("lfs-progress-*"):
+        for log in self.dir.glob("lfs-push-*.err"):
             log.unlink(missing_ok=True)
 
 

@@ -7,8 +7,9 @@ import streamlit as st
 
 from vlhub.core import stage
 from vlhub.core.errors import VlhubError
+from vlhub.core.messages import Keyed, from_detail
 from vlhub.streamlit_app.state import env_report, forget_envs, plugin_report, token_report
-from vlhub.streamlit_app.text import t
+from vlhub.streamlit_app.text import lang, t
 from vlhub.streamlit_app.widgets import action_button, job_panel, plugins_table, quoted, show_error, start_job
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -24,6 +25,9 @@ def env_box(env: dict) -> None:
             st.table({k: [v or "—"] for k, v in env["versions"].items()})
         if env["fix"]:
             st.info(t("env.fix", fix=env["fix"]))
+        for warning, detail in zip(env.get("warnings", []), env.get("warning_details", [])):
+            text = from_detail(warning, detail)
+            st.warning(text.localized(lang()) if isinstance(text, Keyed) else text)
         if action_button(t("env.create", name=name) if not env["ready"] else t("env.repair", name=name),
                          "env.create", {"name": name}, key=f"env.create.{name}"):
             if start_job("env.create", {"name": name}, t("env.creating", name=name)):

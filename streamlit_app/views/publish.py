@@ -211,7 +211,8 @@ def loss_curve(folder: Path) -> bool:
     losses = [(m["iter"], m["loss"]) for m in metrics if isinstance(m.get("loss"), (int, float))]
     if not losses:
         return False
-    st.line_chart({"iter": [i for i, _ in losses], "loss": [v for _, v in losses]}, x="iter", y="loss", height=220)
+    st.line_chart({"iter": [i for i, _ in losses], "loss": [v for _, v in losses]}, x="iter", y="loss", height=220,
+                  x_label=t("chart.iteration"), y_label=t("train.loss"))
     return True
 
 

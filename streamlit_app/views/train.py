@@ -338,18 +338,21 @@ def live(run_id: str, polling: bool = False) -> None:
         cols = st.columns(2)
         with cols[0]:
             st.markdown(f"**{t('train.loss')}**")
-            st.line_chart(loss_series(metrics, smooth, validation), x="iter", y=t("train.loss"), color=t("train.curve"))
+            st.line_chart(loss_series(metrics, smooth, validation), x="iter", y=t("train.loss"), color=t("train.curve"),
+                          x_label=t("chart.iteration"))
         with cols[1]:
             st.markdown(f"**{t('train.lr')}**")
-            st.line_chart({"iter": iters, "lr": [m.get("lr") for m in metrics]}, x="iter", y="lr")
+            st.line_chart({"iter": iters, "lr": [m.get("lr") for m in metrics]}, x="iter", y="lr",
+                          x_label=t("chart.iteration"), y_label=t("train.lr"))
         if any("memory" in m for m in metrics):
             st.markdown(f"**{t('train.memory')}** — {t('train.memory_now', mb=last.get('memory', '?'))}")
-            st.line_chart({"iter": iters, "MB": [m.get("memory") for m in metrics]}, x="iter", y="MB", height=180)
+            st.line_chart({"iter": iters, "MB": [m.get("memory") for m in metrics]}, x="iter", y="MB", height=180,
+                          x_label=t("chart.iteration"))
     accuracy = [v for v in validation if isinstance(v.get("val_acc"), (int, float))]
     if accuracy:
         st.markdown(f"**{t('train.val_acc')}**")
         st.line_chart({"iter": [v["iter"] for v in accuracy], t("train.val_acc"): [v["val_acc"] for v in accuracy]},
-                      x="iter", y=t("train.val_acc"), height=180)
+                      x="iter", y=t("train.val_acc"), height=180, x_label=t("chart.iteration"))
     if view.get("best"):
         best = view["best"]
         st.caption(t("train.best_at", checkpoint=Path(best["path"]).name, metric=best.get("metric", ""),
