@@ -153,7 +153,7 @@ fi
 if [[ " $PARTS " == *" scale "* ]]; then
     # Multi-GPU scaling (issue 11): the same `vlhub train` (LoRA + DeepSpeed ZeRO-2, batch 1 per GPU) with
     # --gpus 1 and --gpus N; tokens/s = mean sample tokens x batch x GPUs / median iteration time (rank 0's
-    # log, iterations > 10). Goal: N=2 gives >= 1.7x. Needs a machine with N GPUs (nvidia-h200-x2).
+    # log, iterations > 10). Goal: N=2 gives >= 1.9x (1.97x was measured on an H200 with ZeRO-2 on the 2B shape). Needs a machine with N GPUs (nvidia-h200-x2).
     SCALE_GPUS=${SCALE_GPUS:-$(nvidia-smi -L | wc -l)}
     SCALE_ITERS=${SCALE_ITERS:-40}
     [ "$SCALE_GPUS" -ge 2 ] || { log "scale: needs 2 or more GPUs, this machine has $SCALE_GPUS"; exit 1; }
@@ -199,7 +199,7 @@ def side(plan_path, run_dir):
             "loss_first": rows[0][4], "loss_last": rows[-1][4]}
 one, many = side(sys.argv[1], sys.argv[2]), side(sys.argv[3], sys.argv[4])
 res = {"one": one, "many": many, "ratios": {"tokens_per_s_many_over_one": many["tokens_per_s"] / one["tokens_per_s"],
-                                            "goal": 1.7 if many["gpus"] == 2 else None}}
+                                            "goal": 1.9 if many["gpus"] == 2 else None}}
 json.dump(res, open(sys.argv[5], "w"), indent=2)
 print(json.dumps(res, indent=1))
 print(f"SCALE: {many['gpus']} GPUs {many['tokens_per_s']:.0f} tokens/s vs 1 GPU {one['tokens_per_s']:.0f} tokens/s = "

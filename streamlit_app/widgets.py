@@ -94,10 +94,12 @@ def checkbox(label: str, key: str, default: bool = False, **kwargs: Any) -> bool
 
 def selectbox(label: str, options: Sequence[Any], key: str, default: Any = None, **kwargs: Any) -> Any:
     """``st.selectbox`` that stays (see :func:`text_input`); a remembered choice that is no longer offered
-    falls back to ``default`` (the first option when ``None``)."""
+    falls back to ``default`` (the first option when ``None``). With nothing to choose it says so in the page's
+    language (Streamlit's own placeholder is English)."""
     options = list(options)
     default = default if default in options else (options[0] if options else None)
     restore(key, default, lambda v: v in options)
+    kwargs.setdefault("placeholder", t("form.choose") if options else t("form.no_choice"))
     value = st.selectbox(label, options, key=key, **kwargs)
     keep(key, default)
     return value
@@ -121,6 +123,7 @@ def multiselect(label: str, options: Sequence[Any], key: str, default: Sequence[
             any(v not in options for v in st.session_state[key]):
         st.session_state[key] = [v for v in st.session_state[key] if v in options]
     restore(key, default, lambda v: isinstance(v, list) and all(x in options for x in v))
+    kwargs.setdefault("placeholder", t("form.choose_many") if options else t("form.no_choice"))
     value = st.multiselect(label, options, key=key, **kwargs)
     keep(key, default)
     return value

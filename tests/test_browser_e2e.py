@@ -41,22 +41,24 @@ SETTINGS = {"batch_size": "1", "grad_accum": "1", "save_steps": "2"}
 
 
 @pytest.fixture
-def launcher(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """`vlhub launch --no-browser --port 0` in a process group of its own; yields its URL."""
+def launcher(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """`vlhub launch --no-browser --port 0` in a process group of its own; yields its URL. Its output goes to
+    tests/_artifacts/launcher-LANG.log (read there, never left to fill a pipe)."""
     monkeypatch.setenv("VLHUB_GIT_TOKEN", TOKEN)
     monkeypatch.setenv("VLHUB_GIT_USER", "user")
+    log = SHOTS.parent / f"launcher-{request.node.callspec.params['lang']}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
     exe = Path(sys.executable).parent / "vlhub"
-    proc = subprocess.Popen([str(exe), "launch", "--no-browser", "--port", "0"], stderr=subprocess.PIPE,
-                            stdout=subprocess.DEVNULL, text=True, start_new_session=True)
-    assert proc.stderr is not None
+    with open(log, "w") as out:
+        proc = subprocess.Popen([str(exe), "launch", "--no-browser", "--port", "0"], stderr=out,
+                                stdout=subprocess.DEVNULL, start_new_session=True)
     try:
-        for line in proc.stderr:
-            found = re.search(r"vlhub launcher: (http://\S+)", line)
-            if found:
-                yield found.group(1)
-                break
-        else:
-            pytest.fail(f"the launcher exited (code {proc.wait()}) without printing its URL")
+        deadline = time.monotonic() + 120
+        while not (found := re.search(r"vlhub launcher: (http://\S+)", log.read_text(errors="replace"))):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the launcher did not print its URL (exit code {proc.poll()}): see {log}")
+            time.sleep(0.2)
+        yield found.group(1)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(15)
@@ -127,9 +129,14 @@ class Walk:
         self.idle()
 
     def pick(self, label: str, option: str) -> None:
+        """Choose ``option`` in the selectbox or multiselect ``label``."""
         self.idle()
         self.page.get_by_label(label, exact=False).first.click()
         self.page.get_by_role("option", name=option, exact=True).click()
+        listbox = self.page.get_by_role("listbox")
+        if listbox.count():  # a multiselect stays open
+            self.page.keyboard.press("Escape")
+        listbox.wait_for(state="detached")
 
     def click_text(self, text: str) -> None:
         """Click an expander's title or a checkbox's label, once the page is drawn."""
@@ -193,11 +200,12 @@ def test_data_train_convert_chat_publish_in_chromium(lang: str, launcher: str, b
 def walk_through(walk: Walk, srv: GitLfsServer, python: Path, source: Path, model: Path, fake: Path) -> None:
     """Data → train → convert → chat → publish, then the environment and the home page."""
     page, lang, launcher = walk.page, walk.lang, walk.url
+    english = catalogue("en")
     page.goto(launcher)
-    walk.heading("home.heading")
+    page.get_by_role("heading", name=english["home.heading"]).wait_for(timeout=SLOW)  # a new home starts in English
     if lang == "zh":
-        walk.pick(catalogue("en")["lang.label"], "中文")
-        walk.heading("home.heading")
+        walk.pick(english["lang.label"], "中文")
+    walk.heading("home.heading")
     walk.see(walk.t("next.data"))
     walk.reload("home.heading", {})  # the language is remembered
     walk.shot("01-home")
@@ -249,10 +257,10 @@ def walk_through(walk: Walk, srv: GitLfsServer, python: Path, source: Path, mode
 
     # Convert: the run's last checkpoint (verified in English; the Chinese walk saves the minute)
     walk.open("stage.convert", "convert.title")
-    walk.see(f"iter_{TOTAL} (")  # the run's last checkpoint, chosen
+    out = str(pipeline.models_dir() / f"{run.id}-iter_{TOTAL}")  # the run's last checkpoint, chosen:
+    page.locator('[data-testid="stCode"]').filter(has_text=out).first.wait_for(state="attached")  # in the preview
     if lang == "zh":
         walk.click_text(walk.t("convert.verify"))
-    out = str(pipeline.models_dir() / f"{run.id}-iter_{TOTAL}")
     walk.double_click("convert.start")
     walk.see(walk.t("convert.verified" if lang == "en" else "convert.not_verified", out=out))
     assert len(jobs_of("convert")) == 1 and (Path(out) / "vlhub_provenance.json").is_file()
@@ -266,6 +274,10 @@ def walk_through(walk: Walk, srv: GitLfsServer, python: Path, source: Path, mode
     prompt = page.get_by_placeholder(walk.t("chat.input"))
     prompt.wait_for(timeout=SLOW)
     assert len(list(workers_dir().glob("*.json"))) == 1  # one model loaded
+    tokens = walk.field(walk.t("chat.max_new_tokens"))
+    tokens.fill("24")  # the tiny model's weights are random: a short answer is enough
+    tokens.press("Enter")
+    walk.idle()
     prompt.fill("这是什么菜？")
     prompt.press("Enter")
     messages = page.get_by_test_id("stChatMessage")
@@ -276,14 +288,13 @@ def walk_through(walk: Walk, srv: GitLfsServer, python: Path, source: Path, mode
     walk.reload("chat.title", {walk.t("chat.model_dir"): out})
     walk.see(walk.pattern("chat.loaded"))  # still loaded: Start reuses it
     walk.idle()
-    page.get_by_role("button", name=walk.t("chat.unload"), exact=True).first.click()
+    page.get_by_role("button", name=walk.t("chat.unload"), exact=True, disabled=False).first.click()  # its own
     wait_until(lambda: not list(workers_dir().glob("*.json")), "the model to be unloaded")
 
     # Publish: the converted folder, prefilled, to the git + LFS server
     walk.open("stage.publish", "publish.title")
     expect(walk.field(walk.t("publish.folder"))).to_have_value(out)
     walk.pick(walk.t("publish.targets"), "git")
-    page.keyboard.press("Escape")
     repo = f"org/InternVL2-{lang}"
     walk.enter(walk.t("publish.target", name="git"), srv.repo_url(repo))
     walk.double_click("publish.preflight")

@@ -190,6 +190,9 @@ def stub_serve_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (stubs / "lmdeploy" / "__init__.py").write_text('__version__ = "0.0.0+stub"\n')
     (stubs / "lmdeploy" / "cli" / "__init__.py").write_text("")
     (stubs / "lmdeploy" / "cli" / "utils.py").write_text("class ArgumentHelper:\n    pass\n")
+    # lmdeploy.archs.autoget_backend: the engine choice the worker asks for (no TurboMind here: pytorch)
+    (stubs / "lmdeploy" / "archs.py").write_text("def autoget_backend(model_path, trust_remote_code=False):\n"
+                                                  "    return 'pytorch'\n")
     (stubs / "lmdeploy" / "__main__.py").write_text(STUB_SERVER)
     python = tmp_path / "bin" / "python"
     python.parent.mkdir()

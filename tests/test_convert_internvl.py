@@ -25,7 +25,7 @@ import pytest
 
 from conftest import ROOT, run_vlhub, train_python
 
-from vlhub.core import stage
+from vlhub.core import runs, stage
 from vlhub.plugins.devtools.tiny_model import make_tiny_model
 from vlhub.core.convert import template as get_template
 from vlhub.plugins.templates.render import render
@@ -298,8 +298,9 @@ def test_deepspeed_run_by_id_with_a_rank_missing(built: dict[str, Path], tmp_pat
     state = work / "iter_2.pth" / "bf16_zero_pp_rank_0_mp_rank_00_optim_states.pt"
     _set_partition_count(state, [2])     # what rank 0 of a 2-rank run records
     (work / "last_checkpoint").write_text(str(work / "iter_2.pth"))
+    # still running: its recorded process (this test's own, alive) keeps `refresh` from marking the run lost
     (run_dir / "run.json").write_text(json.dumps({"id": run_dir.name, "kind": "train", "status": "running",
-                                                  "config": str(built["config"])}))
+                                                  "config": str(built["config"]), **runs.process_record(os.getpid())}))
     _refused(tmp_path, [run_dir.name], 2, "(ZeRO-2, 2 ranks)", "missing bf16_zero_pp_rank_1_mp_rank_00_optim_states.pt",
              f"if run {run_dir.name} is still saving this checkpoint, wait for it", env={"VLHUB_HOME": str(home)})
 

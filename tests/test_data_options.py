@@ -66,5 +66,6 @@ def test_option_is_still_a_core_type_and_carries_its_labels() -> None:
     assert types.Option is Option
     public = DECLARED[1].public()
     assert public == {"name": "val_fraction", "help": "Share for validation.", "type": "float", "default": 0.1,
-                      "choices": [], "required": False, "label": "validation share", "labels": {"zh": "验证集比例"}}
+                      "choices": [], "required": False, "label": "validation share", "labels": {"zh": "验证集比例"},
+                      "choice_labels": {}, "helps": {}}
     assert len({*DECLARED, DECLARED[1]}) == len(DECLARED)  # still hashable, labels and all

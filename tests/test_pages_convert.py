@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from conftest import ROOT
+from conftest import ROOT, SHARED_ENVS
 from test_convert_internvl import built  # noqa: F401  (the module's checkpoint fixture)
 from test_pages_data import settle
+from vlhub.core import convert, stage
 from vlhub.streamlit_app import jobs
 
 PAGE = str(ROOT / "streamlit_app" / "views" / "convert.py")
@@ -73,3 +74,21 @@ def test_converts_and_verifies_a_real_checkpoint(built: dict[str, Path], tmp_pat
     assert len(jobs.recent("convert")) == 1 and not at.error, [e.value for e in at.error]
     assert (out / "vlhub_provenance.json").is_file() and (out / "config.json").is_file()
     assert [s.value for s in at.success] == [f"Converted and verified: {out}"]
+
+
+def test_only_the_environment_of_the_checkpoints_converter_is_needed(tmp_path: Path, monkeypatch) -> None:
+    """An xtuner checkpoint converts in the train env: another converter's missing env (swift) does not matter."""
+    envs = tmp_path / "envs"
+    envs.mkdir()
+    (envs / "train").symlink_to(SHARED_ENVS / "train")  # the train env only
+    monkeypatch.setenv("VLHUB_ENVS_DIR", str(envs))
+    checkpoint = tmp_path / "work" / "iter_2.pth"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "mp_rank_00_model_states.pt").write_bytes(b"weights")
+    (tmp_path / "work" / "config.py").write_text("model = dict(type=VlhubInternVL)\n")
+    others = {stage.env_of(c) for c in convert.converters().values()} - {"train", None}
+    at = page()
+    assert convert_button(at).disabled == bool(others)  # nothing chosen: every converter's env is named
+    from_path(at, checkpoint, tmp_path / "out")
+    assert not convert_button(at).disabled
+    assert not [w.value for w in at.warning if any(f"{env} " in w.value for env in others)]

@@ -130,6 +130,11 @@ def _element_texts(node: Any, kind: str, proto: Any) -> Iterator[tuple[str, str]
     else:
         for text in _proto_texts(proto):
             yield kind, text
+    if kind in ("selectbox", "multiselect") and not proto.placeholder:  # what Streamlit shows in its stead
+        if not proto.options:
+            yield kind, "No options to select"
+        elif kind == "multiselect" or not proto.HasField("default"):
+            yield kind, "Choose options" if kind == "multiselect" else "Choose an option"
 
 
 def english_words(text: str, flags: bool = True) -> list[str]:
@@ -248,7 +253,7 @@ def test_every_page_in_chinese_has_no_english(world: dict[str, Any]) -> None:
     at = app("zh")
     found += leaks(at, "home (empty)")
 
-    # Data: prepare the fixture (a double click: one job), its report and preview
+    # Data: prepare the fixture dataset; its result, report and preview
     go(at, "data")
     at.selectbox(key="data.name").set_value("foodieqa").run()
     at.text_input(key="data.source").set_value(str(world["source"])).run()
@@ -301,9 +306,9 @@ def test_every_page_in_chinese_has_no_english(world: dict[str, Any]) -> None:
     click(at, "publish.publish")
     published = settled(at, "publish")
     assert published.status == "done", published.error
-    published = [s.value for s in at.success if world["git"].repo_url("org/InternVL2-zh") in s.value]
-    assert published and all(re.search(r"\]\(http[^)\s]+\)（", line) for line in published), \
-        published  # a link of its own: the Chinese text after the URL is not part of it
+    lines = [s.value for s in at.success if world["git"].repo_url("org/InternVL2-zh") in s.value]
+    assert lines and all(re.search(r"\]\(http[^)\s]+\)（", line) for line in lines), \
+        lines  # a link of its own: the Chinese text after the URL is not part of it
     found += leaks(at, "publish (published)")
 
     # Chat: two models on the OpenAI-compatible endpoint, a question, an evaluation

@@ -16,9 +16,9 @@ uses ``torch.distributed.elastic.multiprocessing.errors.record``), ``--tee=3`` a
 to the console with a ``[defaultN]:`` prefix.
 
 This module holds what every trainer shares: the ``--devices`` option (``CUDA_VISIBLE_DEVICES``),
-the launcher's argv (:func:`launcher_argv`), a free rendezvous port per launch (:func:`assign_port`:
-two runs on one host never both take torch's default 29500) and the failed rank's first error
-(:func:`rank_errors`) in place of torchrun's generic ``ChildFailedError``.
+the settings' topology (:class:`LaunchSettings`), the launcher's argv (:func:`launcher_argv`), a free
+rendezvous port per launch (:func:`assign_port`: two runs on one host never both take torch's default 29500)
+and the failed rank's first error (:func:`rank_errors`) in place of torchrun's generic ``ChildFailedError``.
 """
 from __future__ import annotations
 
@@ -114,6 +114,22 @@ def parse_devices(text: str | None, gpus: int | None) -> tuple[tuple[int, ...], 
         raise BadInput(f"--gpus {gpus} does not match --devices {text} ({len(devices)} GPU(s))",
                        f"drop --gpus (it follows --devices) or use --gpus {len(devices)}")
     return devices, len(devices) if gpus is None else gpus
+
+
+class LaunchSettings:
+    """A base of a trainer's settings dataclass, whose fields ``gpus``, ``devices``, ``nnodes``, ``node_rank``,
+    ``master_addr`` and ``master_port`` it reads as the launch's topology (it adds no field)."""
+
+    @property
+    def world_size(self) -> int:
+        """Processes in all (``gpus * nnodes``)."""
+        return self.gpus * self.nnodes
+
+    @property
+    def topology(self) -> Topology:
+        """Processes, machines, rendezvous and GPU indices of the launch."""
+        devices, _ = parse_devices(self.devices, self.gpus)
+        return Topology(self.gpus, self.nnodes, self.node_rank, self.master_addr, self.master_port, devices)
 
 
 def check_devices(topology: Topology, visible: int) -> None:

@@ -18,11 +18,11 @@ messages.register(NO_GPUS,
                    "请在有 GPU 的机器上运行（“检查（试运行）”即 `--dry-run`，在任何机器上都能检查设置），或调低 {flag}"))
 messages.register("xtuner.images_left_out",
                   ("{records} left out for a missing or unreadable image (first: {first})", ""),
-                  ("{count} 条记录因图片缺失或无法读取而被剔除（第一条：{first}）", ""))
+                  ("{records_zh} 条记录因图片缺失或无法读取而被剔除（第一条：{first}）", ""))
 messages.register("xtuner.over_length",
                   ("{count} of {samples} {verb} --max-length {max_length} and will be cut (worst: record {index}, "
                    "{tokens} tokens, {over} over)", ""),
-                  ("{kept} 个样本中有 {count} 个超过最大长度（`--max-length`）{max_length}，将被截断（最长的是第 {index} 条"
+                  ("{samples_zh} 个样本中有 {count} 个{verb_zh}超过最大长度（`--max-length`）{max_length}，将被截断（最长的是第 {index} 条"
                    "记录，{tokens} 个 token，超出 {over} 个）", ""))
 messages.register("xtuner.tracking", ("tracking: {trackers}", ""), ("实验跟踪：{trackers}", ""))
 messages.register("xtuner.tracking_none", ("tracking: none (--report-to none)", ""),
@@ -41,14 +41,14 @@ messages.register("xtuner.no_flash_attn",
 def images_left_out(count: int, first: str) -> Keyed:
     """``count`` records are left out for their images; ``first`` describes the first one."""
     return Keyed("xtuner.images_left_out", records=f"{count} record{' is' if count == 1 else 's are'}",
-                 count=count, first=first)
+                 records_zh=count, first=first)
 
 
 def over_length(count: int, kept: int, max_length: int, worst: dict) -> Keyed:
     """``count`` of ``kept`` samples are longer than ``max_length`` tokens; ``worst``: ``index``, ``tokens``,
     ``over`` of the longest."""
-    return Keyed("xtuner.over_length", count=count, kept=kept, samples=f"{kept} sample{'' if kept == 1 else 's'}",
-                 verb=f"exceed{'s' if count == 1 else ''}", max_length=max_length, index=worst["index"],
+    return Keyed("xtuner.over_length", count=count, samples=f"{kept} sample{'' if kept == 1 else 's'}", samples_zh=kept,
+                 verb=f"exceed{'s' if count == 1 else ''}", verb_zh="", max_length=max_length, index=worst["index"],
                  tokens=worst["tokens"], over=worst["over"])
 
 

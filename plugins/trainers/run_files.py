@@ -53,12 +53,14 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return out
 
 
-def rebuild_records(run_dir: Path) -> None:
-    """Rewrite ``metrics.jsonl`` and ``samples.jsonl`` from the whole log (when no supervisor follows it)."""
+def rebuild_records(run_dir: Path) -> dict[str, Any]:
+    """Rewrite ``metrics.jsonl`` and ``samples.jsonl`` from the whole log (when no supervisor follows it);
+    returns ``run.json``'s ``progress`` as the log gives it (iteration, total, saves, error)."""
     parser = parse_file(Path(run_dir) / LOG)
     metrics, samples = parser.take()
     for name, records in ((METRICS, metrics), (SAMPLES, samples)):
         atomic_write_text(Path(run_dir) / name, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    return parser.summary()
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:

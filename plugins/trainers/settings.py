@@ -1,4 +1,5 @@
-"""The xtuner trainer's settings: the option list (CLI flags, form fields) and their validation.
+"""The xtuner trainer's settings: the option list (CLI flags, form fields) and their validation; also the
+checks every trainer's settings share (:func:`at_least`, :func:`check_common`, :func:`batch_fits`).
 
 Every check here is cheap and runs in the launcher; an error names the flag and the fix.
 """
@@ -74,7 +75,7 @@ OPTIONS = translated(OPTIONS, "zh", labels_zh.OPTIONS)
 
 
 @dataclass
-class Settings:
+class Settings(distributed.LaunchSettings):
     """Validated settings; ``None`` fields fall back to model- or method-dependent defaults."""
 
     method: str = "lora"
@@ -123,46 +124,38 @@ class Settings:
     def llm_frozen(self) -> bool:
         return self.method != "full" if self.freeze_llm is None else self.freeze_llm
 
-    @property
-    def world_size(self) -> int:
-        return self.gpus * self.nnodes
-
-    @property
-    def topology(self) -> distributed.Topology:
-        """Processes, machines, rendezvous and GPU indices of the launch."""
-        devices, _ = distributed.parse_devices(self.devices, self.gpus)
-        return distributed.Topology(self.gpus, self.nnodes, self.node_rank, self.master_addr, self.master_port,
-                                    devices)
-
     def public(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def _positive(s: Settings, *names: str, minimum: float = 1) -> None:
+def at_least(s: Any, *names: str, minimum: float = 1) -> None:
+    """Refuse a setting below ``minimum`` (``None``, an unset optional one, passes).
+
+    Args:
+        s: a trainer's settings (this module's or another trainer's :class:`Settings`).
+        names: the settings' field names.
+        minimum: the smallest value allowed.
+    Raises:
+        BadInput: the first named setting below ``minimum``; the message names its flag and the fix.
+    """
     for name in names:
         value = getattr(s, name)
         if value is not None and value < minimum:
             raise BadInput(f"{_flag(name)} {value} is too small", f"use {_flag(name)} {minimum} or more")
 
 
-def parse(options: Mapping[str, Any]) -> Settings:
-    """Settings from a mapping of option names (CLI flags or form fields), checked.
+def check_common(s: Any) -> None:
+    """The checks of the settings every trainer has: the optimizer's (``lr``, ``warmup_ratio``,
+    ``weight_decay``, ``max_norm``), ``lora_dropout``, ``save_limit`` and the launch topology (``nnodes``,
+    ``node_rank``, ``master_addr``, ``master_port``).
 
     Args:
-        options: option name -> value, text or typed (:func:`vlhub.core.options.resolve`); absent or
-            ``None`` values take the default.
-    Returns:
-        :class:`Settings` with every field set.
+        s: a trainer's settings (this module's or another trainer's :class:`Settings`) with those fields.
     Raises:
-        BadInput: an unknown option, a value of the wrong type or outside its choices, or a
-            combination that cannot train; the message names the flag and the fix.
+        BadInput: a negative rate, ``--lr 0``, a warm-up ratio or dropout of 1 or more, a ``--save-limit``
+            that keeps no checkpoint, a ``--node-rank`` outside ``--nnodes``, several machines without
+            ``--master-addr``, or a ``--master-port`` that is not a port; the message names the flag and the fix.
     """
-    s = Settings(**resolve(OPTIONS, options, FLAGS))
-    devices, gpus = distributed.parse_devices(s.devices, None if options.get("gpus") in (None, "") else s.gpus)
-    s.devices, s.gpus = (",".join(map(str, devices)) or None), gpus or s.gpus
-    _positive(s, "max_length", "batch_size", "grad_accum", "epochs", "max_iters", "save_steps", "lora_r",
-              "lora_alpha", "gpus", "nnodes", "log_interval", "eval_every")
-    _positive(s, "workers", "node_rank", "vit_lora_r", "val_every", "val_items", minimum=0)
     for name in ("lr", "warmup_ratio", "weight_decay", "max_norm", "lora_dropout"):
         if getattr(s, name) < 0:
             raise BadInput(f"{_flag(name)} {getattr(s, name)} is negative", f"give {_flag(name)} a value >= 0")
@@ -180,6 +173,49 @@ def parse(options: Mapping[str, Any]) -> Settings:
                        "add --master-addr IP (the same on every machine)")
     if s.master_port is not None and not 0 < s.master_port < 65536:
         raise BadInput(f"--master-port {s.master_port} is not a port", "use e.g. --master-port 29500")
+
+
+def batch_fits(s: Any, samples: int, model: Any) -> None:
+    """Refuse batch and length settings that cannot train on the data and the model.
+
+    Args:
+        s: a trainer's settings (``batch_size``, ``grad_accum``, ``world_size``, ``max_length``).
+        samples: the samples the data holds.
+        model: the model as the trainer reads it (``tile_tokens``: image tokens per tile;
+            ``max_image_tokens``: image tokens of one image at most).
+    Raises:
+        BadInput: fewer samples than one optimizer step takes, or ``--max-length`` cannot hold one image tile;
+            the message names the flags and the fix.
+    """
+    per_step = s.batch_size * s.grad_accum * s.world_size
+    if samples < per_step:
+        raise BadInput(f"--batch-size {s.batch_size} x --grad-accum {s.grad_accum} x {s.world_size} GPU(s) = "
+                       f"{per_step} samples per optimizer step, but the data has {samples}",
+                       "lower --batch-size or --grad-accum, or add data")
+    if s.max_length <= model.tile_tokens:
+        raise BadInput(f"--max-length {s.max_length} cannot hold one image ({model.tile_tokens} tokens per tile)",
+                       f"use --max-length {model.max_image_tokens + 512} or more")
+
+
+def parse(options: Mapping[str, Any]) -> Settings:
+    """Settings from a mapping of option names (CLI flags or form fields), checked.
+
+    Args:
+        options: option name -> value, text or typed (:func:`vlhub.core.options.resolve`); absent or
+            ``None`` values take the default.
+    Returns:
+        :class:`Settings` with every field set.
+    Raises:
+        BadInput: an unknown option, a value of the wrong type or outside its choices, or a
+            combination that cannot train; the message names the flag and the fix.
+    """
+    s = Settings(**resolve(OPTIONS, options, FLAGS))
+    devices, gpus = distributed.parse_devices(s.devices, None if options.get("gpus") in (None, "") else s.gpus)
+    s.devices, s.gpus = (",".join(map(str, devices)) or None), gpus or s.gpus
+    at_least(s, "max_length", "batch_size", "grad_accum", "epochs", "max_iters", "save_steps", "lora_r",
+             "lora_alpha", "gpus", "nnodes", "log_interval", "eval_every")
+    at_least(s, "workers", "node_rank", "vit_lora_r", "val_every", "val_items", minimum=0)
+    check_common(s)
     if s.method == "full" and s.llm_frozen and s.freeze_vit:
         raise BadInput("--method full with --freeze-llm and --freeze-vit trains only the projector",
                        "drop --freeze-llm, or use --method lora")

@@ -6,8 +6,9 @@ record with ms-swift's own chat template in the ``swift`` stage env (one worker 
 which is what ``vlhub train --dry-run --trainer swift`` shows. ``launch`` starts the detached supervisor
 (:mod:`.swift_supervisor`), which runs ``ENV_PYTHON -m swift.cli.sft ...`` (several GPUs: the same module
 under ``ENV_PYTHON -m torch.distributed.run``, :mod:`.distributed`) and turns ms-swift's ``logging.jsonl``
-into ``metrics.jsonl``. ``status``/``stop``/``resume``/``checkpoints`` work from the run folder alone, as the
-xtuner trainer's do (a process is signalled only when :func:`vlhub.core.runs.check_process` proves it).
+into ``metrics.jsonl``. ``status``/``stop``/``resume``/``checkpoints`` work from the run folder alone, with the
+xtuner trainer's rules (:mod:`.run_control`: a process is signalled only when
+:func:`vlhub.core.runs.check_process` proves it).
 
 The training prompt is ms-swift's template for the model (``internvl2_5``, ``internvl3_5``, ...) with the
 default system prompt of vlhub's chat template for the model (``--system``), so the converted folder's chat
@@ -16,32 +17,25 @@ template renders what was trained.
 from __future__ import annotations
 
 import json
-import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping
-
-import psutil
 
 from vlhub.core import stage
 from vlhub.core.convert import template_for_folder
 from vlhub.core.errors import BadInput
 from vlhub.core.fsutil import atomic_write_text
-from vlhub.core.lifecycle import ACTIVE, LOST, lost_message
-from vlhub.core.runs import GONE, OWNED, UNPROVEN, check_process, load_run, process_record, start_detached, \
-    terminate_tree
-from vlhub.core.types import Checkpoint, TrainPlan, to_dict
+from vlhub.core.runs import Run, load_run
+from vlhub.core.types import Checkpoint, TrainPlan
 from vlhub.core.worker import run_worker
 
 from ..workers import SWIFT_ENV, script
-from . import distributed, inputs, run_files, swift_data, swift_models, swift_run
+from . import distributed, inputs, run_control, run_files, swift_data, swift_models, swift_run
+from .settings import batch_fits
 from .swift_settings import OPTIONS, Settings, from_public, parse, swift_args
-from .xtuner import XtunerTrainer
 
 #: ms-swift's training entry (``swift/cli/sft.py``), run as a module by the env's own interpreter.
 SFT_MODULE = "swift.cli.sft"
-_FORGET_TRAIN_PID = {"train_pid": None, "train_pid_started": None, "train_pid_cmdline": None}
 
 
 def _argv(args: Mapping[str, Any]) -> list[str]:
@@ -67,15 +61,8 @@ def _check_folder(model: swift_models.SwiftModel) -> None:
                        "copy the complete model folder (a download may have stopped half-way)")
 
 
-def _batch_fits(s: Settings, samples: int, model: swift_models.SwiftModel) -> None:
-    per_step = s.batch_size * s.grad_accum * s.world_size
-    if samples < per_step:
-        raise BadInput(f"--batch-size {s.batch_size} x --grad-accum {s.grad_accum} x {s.world_size} GPU(s) = "
-                       f"{per_step} samples per optimizer step, but the data has {samples}",
-                       "lower --batch-size or --grad-accum, or add data")
-    if s.max_length <= model.tile_tokens:
-        raise BadInput(f"--max-length {s.max_length} cannot hold one image ({model.tile_tokens} tokens per tile)",
-                       f"use --max-length {model.tile_tokens * (model.max_tiles + 1) + 512} or more")
+def _outcome(run: Run, stopping: bool) -> dict[str, Any]:
+    return swift_run.outcome(run.dir, stopping, run.data.get("exit_code"))
 
 
 def steps(s: Settings, samples: int) -> int:
@@ -125,7 +112,7 @@ class SwiftTrainer:
             shown = "; ".join(f"record {p['index']}: {p['reason']}" for p in refused[:3])
             raise BadInput(f"--data {data_info.file}: {len(refused)} record(s) ms-swift cannot train ({shown})",
                            "fix or drop them and prepare the data again (`vlhub data prepare ... --force`)")
-        _batch_fits(s, converted.kept, info)
+        batch_fits(s, converted.kept, info)
         system = template_for_folder(info.path).system
         args = {"model": str(info.path), "model_type": info.model_type, "template": info.template,
                 "system": system, "dataset": str(converted.path), "output_dir": str(run_dir / swift_run.WORK),
@@ -219,66 +206,27 @@ class SwiftTrainer:
         if s.topology.distributed:
             plan = replace(plan, command=distributed.assign_port(run, s.topology, plan.command))
         env = stage.clean_env(plan.env, stage.require(SWIFT_ENV.name))
-        run.update(plan=to_dict(plan), error=None, rank_errors=None, log_tail=None, ended=None, lost_reason=None,
-                   lost_pid=None, **_FORGET_TRAIN_PID)
-        argv = [sys.executable, "-m", "vlhub.plugins.trainers.swift_supervisor", str(plan.run_dir)]
-        proc = start_detached(argv, env, plan.run_dir, plan.run_dir / "supervisor.log")
-        run.update(status="running", **process_record(proc, "pid"), started=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-        return proc.pid
+        return run_control.start_supervisor(run, plan, env, "vlhub.plugins.trainers.swift_supervisor")
 
     def status(self, run_dir: Path) -> dict[str, Any]:
-        """The run's state from its folder (as :meth:`XtunerTrainer.status`, from ms-swift's ``logging.jsonl``).
+        """The run's state from its folder (:func:`.run_control.status`, from ms-swift's ``logging.jsonl``).
 
         Returns:
             ``status`` (and ``progress``) while a recorded process is provably vlhub's; ``lost`` for an active run
             whose recorded process is alive but not provably vlhub's; else the outcome judged from the files.
         """
-        run = load_run(run_dir)
-        supervisor = check_process(run.data, "pid")
-        if supervisor.state == OWNED:
-            return {"status": run.status, "progress": run.data.get("progress")}
-        if run.status in ACTIVE:
-            records = swift_run.rebuild_metrics(run.dir)
-            trainer = check_process(run.data, "train_pid")
-            if trainer.state == OWNED:
-                return {"status": run.status, "progress": swift_run.progress(records)}
-            for check in (supervisor, trainer):
-                if check.state == UNPROVEN:
-                    return {"status": LOST, "lost_reason": check.reason, "lost_pid": check.pid}
-        return swift_run.outcome(run.dir, stopping=run.status == "stopping", exit_code=run.data.get("exit_code"))
+        return run_control.status(run_dir, swift_run.rebuild_metrics, _outcome)
 
     def stop(self, run_dir: Path, timeout: float = 30.0) -> dict[str, Any]:
         """SIGTERM the run's training process tree (SIGKILL after ``timeout`` s) and record ``stopped``; only
-        processes proven to be the run's are signalled (:meth:`XtunerTrainer.stop`'s rules).
+        processes proven to be the run's are signalled (:func:`.run_control.stop`).
 
         Returns:
             The run's ``run.json`` after the stop.
         Raises:
             BadInput: the run is not active, is ``lost``, or its process is this command's own or an ancestor.
         """
-        run = load_run(run_dir)
-        if run.status == LOST:
-            raise BadInput(*lost_message(run))
-        if run.status not in ACTIVE:
-            raise BadInput(f"run {run.id} is {run.status}, not running", "`vlhub runs` shows which runs are running")
-        supervisor = XtunerTrainer._owned_or_refuse(run, "pid")
-        XtunerTrainer._owned_or_refuse(run, "train_pid")
-        run.update(status="stopping")
-        deadline = time.monotonic() + 10
-        while supervisor and not load_run(run_dir).data.get("train_pid") and time.monotonic() < deadline:
-            time.sleep(0.2)
-        target = XtunerTrainer._owned_or_refuse(load_run(run_dir), "train_pid") or supervisor
-        if target:
-            terminate_tree(target, timeout)
-        if supervisor:
-            try:
-                supervisor.wait(timeout=15)
-            except psutil.TimeoutExpired:
-                terminate_tree(supervisor, 5)
-        run = load_run(run_dir)
-        if run.status == "stopping":
-            run.update(**swift_run.outcome(run.dir, stopping=True))
-        return load_run(run_dir).data
+        return run_control.stop(run_dir, timeout, _outcome)
 
     def resume(self, run_dir: Path) -> TrainPlan:
         """The recorded plan with ``--resume_from_checkpoint`` at the last complete ``checkpoint-N``.
@@ -286,32 +234,9 @@ class SwiftTrainer:
         Raises:
             BadInput: the run is active, lost with a live process, never planned, or has no complete checkpoint.
         """
-        run = load_run(run_dir)
-        if run.status in ACTIVE:
-            raise BadInput(f"run {run.id} is still {run.status}", f"stop it first: `vlhub run stop {run.id}`")
-        if run.status == LOST:
-            for prefix in ("pid", "train_pid"):
-                check = check_process(run.data, prefix)
-                if check.state != GONE:
-                    raise BadInput(f"run {run.id} is lost and a process still holds its recorded {prefix} "
-                                   f"{check.pid}; resuming could start a second training in the same folder",
-                                   f"check it with `ps -o pid,lstart,args -p {check.pid}` and end it yourself if "
-                                   "it is this run's, then resume")
-        if "plan" not in run.data:
-            raise BadInput(f"run {run.id} was never planned", "start a new run with `vlhub train`")
-        checkpoint = swift_run.last_complete(run.dir / swift_run.WORK)
-        if checkpoint is None:
-            raise BadInput(f"run {run.id} has no complete checkpoint to resume from",
-                           "start it again with `vlhub train` (or lower --save-steps next time)")
-        stored = run.data["plan"]
-        command = list(stored["command"])
-        if "--resume_from_checkpoint" in command:
-            at = command.index("--resume_from_checkpoint")
-            del command[at:at + 2]
-        return TrainPlan(run.id, run.dir, Path(stored["config"]),
-                         [*command, "--resume_from_checkpoint", str(checkpoint.path)], stored["env"],
-                         stored["dataset"], stored["settings"],
-                         [f"resuming from {checkpoint.path.name} (step {checkpoint.step})"])
+        run = run_control.resumable(run_dir)
+        return run_control.resumed_plan(run, swift_run.last_complete(run.dir / swift_run.WORK),
+                                        "--resume_from_checkpoint", "step")
 
     def checkpoints(self, run_dir: Path) -> list[Checkpoint]:
         """The run's ``work/checkpoint-N/`` folders, oldest first."""

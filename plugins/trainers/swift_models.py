@@ -68,6 +68,11 @@ class SwiftModel:
     tile_tokens: int         # image tokens per tile
     native: bool             # transformers-native layout (``-hf``)
 
+    @property
+    def max_image_tokens(self) -> int:
+        """Image tokens of one image at most: ``max_tiles`` tiles and the thumbnail."""
+        return self.tile_tokens * (self.max_tiles + 1)
+
 
 def _config(model: Path) -> dict[str, Any]:
     path = model / "config.json"

@@ -130,12 +130,12 @@ def read_logging(run_dir: Path) -> list[dict[str, Any]]:
     return LoggingReader(run_dir).read()
 
 
-def rebuild_metrics(run_dir: Path) -> list[dict[str, Any]]:
+def rebuild_metrics(run_dir: Path) -> dict[str, Any]:
     """Rewrite ``metrics.jsonl`` from the whole ``logging.jsonl`` (when no supervisor follows the run);
-    returns the records."""
+    returns ``run.json``'s ``progress`` (:func:`progress`)."""
     records = [m for m in map(to_metrics, read_logging(run_dir)) if m]
     atomic_write_text(Path(run_dir) / METRICS, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-    return records
+    return progress(records)
 
 
 def progress(records: list[dict[str, Any]]) -> dict[str, Any]:

@@ -4,14 +4,15 @@ transformers' ``TrainingArguments``), checked here so that a bad value is one li
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
 
 from vlhub.core.errors import BadInput
-from vlhub.core.options import FLAGS, Option, flag as _flag, resolve, translated
+from vlhub.core.options import FLAGS, Option, resolve, translated
 
 from . import distributed
+from .settings import at_least, check_common
 
 METHODS = ("lora", "full")
 #: ms-swift's bundled DeepSpeed configs (``swift/config/zeroN.json``), or none.
@@ -96,7 +97,7 @@ OPTIONS = translated(OPTIONS, "zh", LABELS_ZH)
 
 
 @dataclass
-class Settings:
+class Settings(distributed.LaunchSettings):
     """Validated settings of one swift run."""
 
     method: str = "lora"
@@ -130,28 +131,9 @@ class Settings:
     log_interval: int = 10
     strict: bool = False
 
-    @property
-    def topology(self) -> distributed.Topology:
-        """Processes, machines, rendezvous and GPU indices of the launch."""
-        devices, _ = distributed.parse_devices(self.devices, self.gpus)
-        return distributed.Topology(self.gpus, self.nnodes, self.node_rank, self.master_addr, self.master_port,
-                                    devices)
-
-    @property
-    def world_size(self) -> int:
-        """Processes in all (``gpus * nnodes``)."""
-        return self.gpus * self.nnodes
-
     def public(self) -> dict[str, Any]:
         """JSON-ready (stored in ``run.json``; :func:`from_public` reads it back)."""
         return asdict(self)
-
-
-def _positive(s: Settings, *names: str, minimum: float = 1) -> None:
-    for name in names:
-        value = getattr(s, name)
-        if value is not None and value < minimum:
-            raise BadInput(f"{_flag(name)} {value} is too small", f"use {_flag(name)} {minimum} or more")
 
 
 def parse(options: Mapping[str, Any]) -> Settings:
@@ -170,26 +152,10 @@ def parse(options: Mapping[str, Any]) -> Settings:
     _, values["gpus"] = distributed.parse_devices(values.get("devices"), values.get("gpus"))
     values["gpus"] = values["gpus"] or 1
     s = Settings(**values)
-    _positive(s, "max_length", "batch_size", "grad_accum", "epochs", "max_iters", "save_steps", "lora_r",
-              "lora_alpha", "gpus", "nnodes", "log_interval")
-    _positive(s, "workers", "node_rank", minimum=0)
-    for name in ("lr", "warmup_ratio", "weight_decay", "max_norm", "lora_dropout"):
-        if getattr(s, name) < 0:
-            raise BadInput(f"{_flag(name)} {getattr(s, name)} is negative", f"give {_flag(name)} a value >= 0")
-    if s.lr == 0:
-        raise BadInput("--lr 0 trains nothing", "use e.g. --lr 4e-5")
-    if s.warmup_ratio >= 1 or s.lora_dropout >= 1:
-        raise BadInput("--warmup-ratio and --lora-dropout must be below 1", "use e.g. --warmup-ratio 0.03")
-    if s.save_limit == 0 or s.save_limit < -1:
-        raise BadInput(f"--save-limit {s.save_limit} keeps no checkpoint", "use --save-limit 1 or more (-1: all)")
-    if s.node_rank >= s.nnodes:
-        raise BadInput(f"--node-rank {s.node_rank} needs --nnodes {s.node_rank + 1} or more",
-                       f"give each machine a --node-rank from 0 to {s.nnodes - 1}")
-    if s.nnodes > 1 and s.master_addr in ("127.0.0.1", "localhost"):
-        raise BadInput("--nnodes > 1 needs the rank-0 machine's address",
-                       "add --master-addr IP (the same on every machine)")
-    if s.master_port is not None and not 0 < s.master_port < 65536:
-        raise BadInput(f"--master-port {s.master_port} is not a port", "use e.g. --master-port 29500")
+    at_least(s, "max_length", "batch_size", "grad_accum", "epochs", "max_iters", "save_steps", "lora_r",
+             "lora_alpha", "gpus", "nnodes", "log_interval")
+    at_least(s, "workers", "node_rank", minimum=0)
+    check_common(s)
     if s.freeze_llm and s.freeze_vit and s.method == "lora":
         raise BadInput("--freeze-llm with --freeze-vit leaves LoRA nothing to adapt",
                        "drop --freeze-llm (or use --no-freeze-vit to adapt the vision encoder)")

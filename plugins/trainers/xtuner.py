@@ -12,46 +12,29 @@ from __future__ import annotations
 
 import math
 import shutil
-import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping
 
-import psutil
-
 from vlhub.core import stage
 from vlhub.core.errors import BadInput, MissingDependency
 from vlhub.core.fsutil import atomic_write_text
-from vlhub.core.lifecycle import ACTIVE, LOST, lost_message
-from vlhub.core.runs import (GONE, OWNED, UNPROVEN, Run, check_process, is_protected, load_run, process_record,
-                             start_detached, terminate_tree)
-from vlhub.core.types import Checkpoint, TrainPlan, to_dict
+from vlhub.core.runs import Run, load_run
+from vlhub.core.types import Checkpoint, TrainPlan
 from vlhub.core.worker import run_worker
 
 from ..workers import TRAIN_ENV, script
 from vlhub.core import tracking
 
-from . import distributed, inputs, launch_spec, notices, record_check, run_files, validation, xtuner_config
+from . import (distributed, inputs, launch_spec, notices, record_check, run_control, run_files, validation,
+               xtuner_config)
 from .checkpoints import last_complete, list_checkpoints
-from .settings import OPTIONS, Settings, from_public, parse
-from .xtuner_log import parse_file, tail
+from .settings import OPTIONS, Settings, batch_fits, from_public, parse
+from .xtuner_log import tail
 
 
-#: Fields that name the training process of a launch, cleared when a run is (re)launched.
-_FORGET_TRAIN_PID = {"train_pid": None, "train_pid_started": None, "train_pid_cmdline": None}
-
-
-def _batch_fits(s: Settings, samples: int, model: inputs.ModelInfo) -> None:
-    """Batch and length settings that cannot work, as errors naming the flags."""
-    per_step = s.batch_size * s.grad_accum * s.world_size
-    if samples < per_step:
-        raise BadInput(f"--batch-size {s.batch_size} x --grad-accum {s.grad_accum} x {s.world_size} GPU(s) = "
-                       f"{per_step} samples per optimizer step, but the data has {samples}",
-                       "lower --batch-size or --grad-accum, or add data")
-    if s.max_length <= model.tile_tokens:
-        raise BadInput(f"--max-length {s.max_length} cannot hold one image ({model.tile_tokens} tokens per tile)",
-                       f"use --max-length {model.max_image_tokens + 512} or more")
+def _outcome(run: Run, stopping: bool) -> dict[str, Any]:
+    return run_files.outcome(run.dir, stopping)
 
 
 def iterations(s: Settings, samples: int) -> int:
@@ -92,7 +75,7 @@ class XtunerTrainer:
         info = inputs.check_model(model)
         template = inputs.check_template(info, s.template)
         data_info = inputs.check_data(data, s.image_root)
-        _batch_fits(s, data_info.records - len(data_info.missing_images), info)
+        batch_fits(s, data_info.records - len(data_info.missing_images), info)
         val_data = validation.find(data)
         val_plan = validation.plan(s, val_data, iterations(s, data_info.records - len(data_info.missing_images)), data)
         run_dir = Path(run_dir).resolve()
@@ -117,7 +100,7 @@ class XtunerTrainer:
             record_check.raise_over_length(dataset["check"], data_info.file)
         if dataset["samples"] == 0:
             raise BadInput(f"--data {data}: xtuner finds no usable sample", "check the image root and the records")
-        _batch_fits(s, dataset["samples"], info)
+        batch_fits(s, dataset["samples"], info)
         if dataset["over_max_length"] == dataset["samples"]:
             raise BadInput(f"--max-length {s.max_length}: every sample is longer (median "
                            f"{dataset['tokens']['median']} tokens)", f"use --max-length {dataset['tokens']['max']}")
@@ -206,21 +189,12 @@ class XtunerTrainer:
             distributed.check_devices(s.topology, gpus)
         if s.topology.distributed and not s.launch_command:
             plan = replace(plan, command=distributed.assign_port(run, s.topology, plan.command))
-        python = stage.require(TRAIN_ENV.name)
-        env = stage.clean_env(plan.env, python)
-        # the plan is recorded first (the supervisor reads its command); the status turns active only
-        # once the pid is known, so `vlhub runs` never sees an active run without a process
-        # (a resumed run forgets the previous training process: its pid may be reused by now)
-        run.update(plan=to_dict(plan), error=None, rank_errors=None, log_tail=None, ended=None, lost_reason=None,
-                   lost_pid=None, **_FORGET_TRAIN_PID)
-        argv = [sys.executable, "-m", "vlhub.plugins.trainers.supervisor", str(plan.run_dir)]
-        proc = start_detached(argv, env, plan.run_dir, plan.run_dir / "supervisor.log")
-        # pid, start time and command line: `vlhub run stop` signals only the process they describe
-        run.update(status="running", **process_record(proc, "pid"), started=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-        return proc.pid
+        env = stage.clean_env(plan.env, stage.require(TRAIN_ENV.name))
+        return run_control.start_supervisor(run, plan, env, "vlhub.plugins.trainers.supervisor")
 
     def status(self, run_dir: Path) -> dict[str, Any]:
-        """The run's state from its folder; without a live supervisor, the log is read here instead.
+        """The run's state from its folder; without a live supervisor, the log is read here instead
+        (:func:`.run_control.status`).
 
         Returns:
             ``status`` (and ``progress``) while the supervisor or the training process is provably
@@ -228,22 +202,11 @@ class XtunerTrainer:
             alive but not provably vlhub's, ``status: lost`` with ``lost_reason``; else the outcome judged
             from the log (``finished``/``stopped``/``failed``). Nothing is signalled.
         """
-        run = load_run(run_dir)
-        supervisor = check_process(run.data, "pid")
-        if supervisor.state == OWNED:
-            return {"status": run.status, "progress": run.data.get("progress")}
-        if run.status in ACTIVE:
-            run_files.rebuild_records(run.dir)
-            trainer = check_process(run.data, "train_pid")
-            if trainer.state == OWNED:
-                return {"status": run.status, "progress": parse_file(run.dir / run_files.LOG).summary()}
-            for check in (supervisor, trainer):
-                if check.state == UNPROVEN:
-                    return {"status": LOST, "lost_reason": check.reason, "lost_pid": check.pid}
-        return run_files.outcome(run.dir, stopping=run.status == "stopping")
+        return run_control.status(run_dir, run_files.rebuild_records, _outcome)
 
     def stop(self, run_dir: Path, timeout: float = 30.0) -> dict[str, Any]:
-        """SIGTERM the run's training process tree (then SIGKILL after ``timeout`` s) and record ``stopped``.
+        """SIGTERM the run's training process tree (then SIGKILL after ``timeout`` s) and record ``stopped``
+        (:func:`.run_control.stop`).
 
         Only processes proven to be this run's (:func:`vlhub.core.runs.check_process`: pid, start time
         and command line as recorded when vlhub started them) are signalled, never a protected one
@@ -256,45 +219,7 @@ class XtunerTrainer:
                 recorded pid but cannot be proven to be vlhub's (the run is recorded ``lost``); or a proven
                 process is this command's own, an ancestor or in its process group. Nothing is signalled then.
         """
-        run = load_run(run_dir)
-        if run.status == LOST:
-            raise BadInput(*lost_message(run))
-        if run.status not in ACTIVE:
-            raise BadInput(f"run {run.id} is {run.status}, not running", "`vlhub runs` shows which runs are running")
-        supervisor = self._owned_or_refuse(run, "pid")
-        self._owned_or_refuse(run, "train_pid")
-        run.update(status="stopping")
-        deadline = time.monotonic() + 10
-        while supervisor and not load_run(run_dir).data.get("train_pid") and time.monotonic() < deadline:
-            time.sleep(0.2)  # the supervisor is still starting the command
-        run = load_run(run_dir)
-        target = self._owned_or_refuse(run, "train_pid") or supervisor
-        if target:
-            terminate_tree(target, timeout)
-        if supervisor:
-            try:
-                supervisor.wait(timeout=15)  # it records the outcome
-            except psutil.TimeoutExpired:
-                terminate_tree(supervisor, 5)
-        run = load_run(run_dir)
-        if run.status == "stopping":
-            run.update(**run_files.outcome(run.dir, stopping=True))
-        return load_run(run_dir).data
-
-    @staticmethod
-    def _owned_or_refuse(run: Run, prefix: str) -> psutil.Process | None:
-        """The live process ``run.json`` records under ``prefix`` when it is provably vlhub's and may be
-        signalled; ``None`` when there is none; a ``BadInput`` (the run recorded ``lost`` first when the
-        process cannot be proven) otherwise."""
-        check = check_process(run.data, prefix)
-        if check.state == UNPROVEN:
-            run.update(status=LOST, lost_reason=check.reason, lost_pid=check.pid)
-            raise BadInput(*lost_message(run))
-        if check.process is not None and is_protected(check.process.pid):
-            raise BadInput(f"run {run.id}: pid {check.pid} is this command's own process, an ancestor of it or in "
-                           "its process group; nothing was signalled",
-                           f"run `vlhub run stop {run.id}` from another shell")
-        return check.process
+        return run_control.stop(run_dir, timeout, _outcome)
 
     def resume(self, run_dir: Path) -> TrainPlan:
         """The recorded plan with ``--resume`` pointing at the last complete checkpoint.
@@ -302,30 +227,8 @@ class XtunerTrainer:
         Raises:
             BadInput: the run is active, lost with a live process, never planned, or has no complete checkpoint.
         """
-        run = load_run(run_dir)
-        if run.status in ACTIVE:
-            raise BadInput(f"run {run.id} is still {run.status}", f"stop it first: `vlhub run stop {run.id}`")
-        if run.status == LOST:
-            for prefix in ("pid", "train_pid"):
-                check = check_process(run.data, prefix)
-                if check.state != GONE:
-                    raise BadInput(f"run {run.id} is lost and a process still holds its recorded {prefix} "
-                                   f"{check.pid}; resuming could start a second training in the same folder",
-                                   f"check it with `ps -o pid,lstart,args -p {check.pid}` and end it yourself if "
-                                   "it is this run's, then resume")
-        if "plan" not in run.data:
-            raise BadInput(f"run {run.id} was never planned", "start a new run with `vlhub train`")
-        checkpoint = last_complete(run.dir / run_files.WORK)
-        if checkpoint is None:
-            raise BadInput(f"run {run.id} has no complete checkpoint to resume from",
-                           "start it again with `vlhub train` (or lower --save-steps next time)")
-        stored = run.data["plan"]
-        command = list(stored["command"])
-        if "--resume" in command:
-            del command[command.index("--resume"):command.index("--resume") + 2]
-        return TrainPlan(run.id, run.dir, Path(stored["config"]), [*command, "--resume", str(checkpoint.path)],
-                         stored["env"], stored["dataset"], stored["settings"],
-                         [f"resuming from {checkpoint.path.name} (iteration {checkpoint.step})"])
+        run = run_control.resumable(run_dir)
+        return run_control.resumed_plan(run, last_complete(run.dir / run_files.WORK), "--resume", "iteration")
 
     def checkpoints(self, run_dir: Path) -> list[Checkpoint]:
         """The run's ``work/iter_N.pth`` checkpoints, oldest first."""

@@ -1,4 +1,4 @@
-"""Helpers shared by the conversion workers (run inside the train stage env)."""
+"""Helpers shared by the conversion workers (run inside the train or swift stage env)."""
 from __future__ import annotations
 
 import contextlib
@@ -35,6 +35,25 @@ def loadable(folder: Path) -> Iterator[Path]:
         link = Path(tmp) / "model"
         link.symlink_to(Path(folder).resolve(), target_is_directory=True)
         yield link
+
+
+def verification_image(path: str | None) -> Any:
+    """The image of the verification chat turn.
+
+    Args:
+        path: an image file, or ``None`` for a generated 448 x 448 gradient.
+    Returns:
+        A ``PIL.Image.Image`` in RGB.
+    Raises:
+        OSError: ``path`` cannot be read as an image.
+    """
+    from PIL import Image
+
+    if path:
+        return Image.open(path).convert("RGB")
+    image = Image.new("RGB", (448, 448))
+    image.putdata([(x % 256, y % 256, (x + y) % 256) for y in range(448) for x in range(448)])
+    return image
 
 
 def load_config(path: str) -> Any:

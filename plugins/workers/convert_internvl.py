@@ -16,23 +16,12 @@ from typing import Any
 
 import _protocol
 from convert_common import (check_merge, finish_folder, load_config, loadable, lora_scale, read_job,
-                            stdout_to_stderr)
+                            stdout_to_stderr, verification_image)
 
 TASK = "convert"
 STEPS = 5
 #: Key prefixes of xtuner's InternVL wrapper; a checkpoint with none of them belongs to another model.
 INTERNVL_KEYS = ("model.language_model.", "model.vision_model.", "model.mlp1.")
-
-
-def _image(path: str | None) -> Any:
-    """The verification image: the given file, or a generated gradient."""
-    from PIL import Image
-
-    if path:
-        return Image.open(path).convert("RGB")
-    image = Image.new("RGB", (448, 448))
-    image.putdata([(x % 256, y % 256, (x + y) % 256) for y in range(448) for x in range(448)])
-    return image
 
 
 def _chat_once(out: Path, prompt: str, image_path: str | None, stop_ids: list[int]) -> dict[str, Any]:
@@ -53,8 +42,8 @@ def _chat_once(out: Path, prompt: str, image_path: str | None, stop_ids: list[in
     size = config.force_image_size
     transform = T.Compose([T.Resize((size, size), interpolation=InterpolationMode.BICUBIC), T.ToTensor(),
                            T.Normalize(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))])
-    tiles = dynamic_preprocess(_image(image_path), config.min_dynamic_patch, config.max_dynamic_patch, size,
-                               config.use_thumbnail)
+    tiles = dynamic_preprocess(verification_image(image_path), config.min_dynamic_patch, config.max_dynamic_patch,
+                               size, config.use_thumbnail)
     pixels = torch.stack([transform(t) for t in tiles])
     messages = [{"role": "user", "content": "<image>\n" + prompt}]
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

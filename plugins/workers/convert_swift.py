@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import _protocol
-from convert_common import check_merge, finish_folder, loadable, lora_scale, read_job, stdout_to_stderr
+from convert_common import (check_merge, finish_folder, loadable, lora_scale, read_job, stdout_to_stderr,
+                            verification_image)
 
 TASK = "convert"
 STEPS = 4
@@ -67,16 +68,6 @@ def _adapter_state(checkpoint: Path) -> dict[str, Any]:
     return load_file(str(checkpoint / "adapter_model.safetensors"))
 
 
-def _image(path: str | None) -> Any:
-    from PIL import Image
-
-    if path:
-        return Image.open(path).convert("RGB")
-    image = Image.new("RGB", (448, 448))
-    image.putdata([(x % 256, y % 256, (x + y) % 256) for y in range(448) for x in range(448)])
-    return image
-
-
 def chat_once(out: Path, native: bool, prompt: str, image_path: str | None, stop_ids: list[int]) -> dict[str, Any]:
     """Load ``out`` with transformers on the CPU and answer one question about one image, with the prompt the
     folder's chat template renders (``<image>`` expanded as InternVL's ``chat()`` does, or by the native
@@ -84,7 +75,7 @@ def chat_once(out: Path, native: bool, prompt: str, image_path: str | None, stop
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    image = _image(image_path)
+    image = verification_image(image_path)
     messages = [{"role": "user", "content": "<image>\n" + prompt}]
     if native:
         from transformers import AutoModelForImageTextToText, AutoProcessor

@@ -1,7 +1,8 @@
 """Convert: pick a run and checkpoint (or a checkpoint path), convert in the background, show the verification.
 
 Every field stays across page switches and reloads; Convert is disabled while the same conversion runs
-(a second click attaches to it); the command preview shows the `vlhub convert` line.
+(a second click attaches to it), or while the stage environment of the converter that takes the chosen checkpoint
+is missing (another converter's is not needed); the command preview shows the `vlhub convert` line.
 """
 from __future__ import annotations
 
@@ -67,10 +68,21 @@ def show_result(result: dict[str, Any]) -> None:
             st.json(verified)
 
 
+def needed_envs(source: str) -> list[str]:
+    """The stage environments converting ``source`` needs: its converter's; every converter's while no source is
+    chosen; none when no converter takes it (the conversion then says why)."""
+    if not source:
+        return [e for e in dict.fromkeys(stage.env_of(c) for c in convert.converters().values()) if e]
+    try:
+        env = stage.env_of(convert.pick_converter(source))
+    except VlhubError:
+        return []
+    return [env] if env else []
+
+
 st.title(t("convert.title"))
-needed = dict.fromkeys(stage.env_of(c) for c in convert.converters().values())  # the converters' environments
-env_ok = all([env_ready(name) for name in needed if name])
 source, config, name = pick_source()
+env_ok = all([env_ready(env) for env in needed_envs(source)])  # a missing one is said, with its install line
 out = path_field(t("convert.out"), f"convert.out.{name}", expect="out",
                  default=str(pipeline.models_dir() / name) if name else "") if name else ""
 templates = [""] + list(convert.templates())
