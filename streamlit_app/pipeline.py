@@ -51,13 +51,25 @@ def _run_id(folder: Path) -> str:
     return ref.id if ref else ""
 
 
+def _published(run: runs.Run) -> tuple[str, list[str]] | None:
+    """``(folder, targets)`` a publish run sent (``vlhub publish`` records them itself, a page's job in its
+    ``spec``); ``None`` for a preflight."""
+    spec = run.data.get("spec") or {}
+    if spec.get("dry_run") or run.data.get("dry_run"):
+        return None
+    folder = run.data.get("folder") or spec.get("folder")
+    if not folder:
+        return None
+    return str(Path(folder).expanduser().resolve()), list(run.data.get("targets") or spec.get("targets") or [])
+
+
 def _publish_step(models: list[Path]) -> Step:
     folders = {str(m.resolve()) for m in models}
-    done = [r for r in runs.list_runs("publish") if r.data.get("folder") in folders]
+    done = [(r, sent) for r in runs.list_runs("publish") if (sent := _published(r)) and sent[0] in folders]
     if not done:
         return Step("publish", "todo")
-    last = done[0]
-    return Step("publish", "done" if last.status == "done" else "failed", ", ".join(last.data.get("targets", [])))
+    last, (_, targets) = done[0]
+    return Step("publish", "done" if last.status == "done" else "failed", ", ".join(targets))
 
 
 def steps(run: runs.Run | None) -> list[Step]:

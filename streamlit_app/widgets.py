@@ -68,10 +68,12 @@ def env_ready(name: str) -> bool:
 
 
 # ------------------------------------------------------------------ fields that stay
+# The wrappers also pass the restored value as the widget's own default: the browser then never holds an empty
+# field (and never sends one back with an early rerun) while the page is still being drawn.
 def text_input(label: str, key: str, default: str = "", **kwargs: Any) -> str:
     """``st.text_input`` whose value survives page switches and reloads (:func:`state.restore`/``keep``)."""
     restore(key, default, lambda v: isinstance(v, str))
-    value = st.text_input(label, key=key, **kwargs)
+    value = st.text_input(label, st.session_state.get(key, default), key=key, **kwargs)
     keep(key, default)
     return value
 
@@ -79,7 +81,7 @@ def text_input(label: str, key: str, default: str = "", **kwargs: Any) -> str:
 def text_area(label: str, key: str, default: str = "", **kwargs: Any) -> str:
     """``st.text_area`` that stays (see :func:`text_input`)."""
     restore(key, default, lambda v: isinstance(v, str))
-    value = st.text_area(label, key=key, **kwargs)
+    value = st.text_area(label, st.session_state.get(key, default), key=key, **kwargs)
     keep(key, default)
     return value
 
@@ -87,7 +89,7 @@ def text_area(label: str, key: str, default: str = "", **kwargs: Any) -> str:
 def checkbox(label: str, key: str, default: bool = False, **kwargs: Any) -> bool:
     """``st.checkbox`` that stays (see :func:`text_input`)."""
     restore(key, bool(default), lambda v: isinstance(v, bool))
-    value = st.checkbox(label, key=key, **kwargs)
+    value = st.checkbox(label, st.session_state.get(key, bool(default)), key=key, **kwargs)
     keep(key, bool(default))
     return value
 
@@ -100,7 +102,7 @@ def selectbox(label: str, options: Sequence[Any], key: str, default: Any = None,
     default = default if default in options else (options[0] if options else None)
     restore(key, default, lambda v: v in options)
     kwargs.setdefault("placeholder", t("form.choose") if options else t("form.no_choice"))
-    value = st.selectbox(label, options, key=key, **kwargs)
+    value = st.selectbox(label, options, _index(options, st.session_state.get(key, default)), key=key, **kwargs)
     keep(key, default)
     return value
 
@@ -110,7 +112,7 @@ def radio(label: str, options: Sequence[Any], key: str, default: Any = None, **k
     options = list(options)
     default = default if default in options else options[0]
     restore(key, default, lambda v: v in options)
-    value = st.radio(label, options, key=key, **kwargs)
+    value = st.radio(label, options, _index(options, st.session_state.get(key, default)), key=key, **kwargs)
     keep(key, default)
     return value
 
@@ -124,9 +126,13 @@ def multiselect(label: str, options: Sequence[Any], key: str, default: Sequence[
         st.session_state[key] = [v for v in st.session_state[key] if v in options]
     restore(key, default, lambda v: isinstance(v, list) and all(x in options for x in v))
     kwargs.setdefault("placeholder", t("form.choose_many") if options else t("form.no_choice"))
-    value = st.multiselect(label, options, key=key, **kwargs)
+    value = st.multiselect(label, options, st.session_state.get(key, default), key=key, **kwargs)
     keep(key, default)
     return value
+
+
+def _index(options: list[Any], value: Any) -> int | None:
+    return options.index(value) if value in options else None
 
 
 # ------------------------------------------------------------------ paths: typed, picked, checked

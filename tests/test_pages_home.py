@@ -50,9 +50,18 @@ def test_a_finished_converted_and_published_run(tmp_path: Path) -> None:
     assert states == ["done", "done", "done", "ready", "to do"]
     assert nxt.startswith("Next: try the model on the Chat page")
 
-    runs.new_run("publish", folder=str(model.resolve()), targets=["git:http://x/o/n"]).update(status="done")
+    # the Publish page's jobs record the folder in their arguments; a preflight sends nothing
+    job = {"action": "publish", "spec": {"folder": str(model), "targets": ["git:http://x/o/n"], "options": {}}}
+    runs.new_run("publish", **job, result={}).update(status="done", spec={**job["spec"], "dry_run": True})
+    states, nxt = steps()
+    assert states[-1] == "to do"
+    runs.new_run("publish", **job, result={}).update(status="done", spec={**job["spec"], "dry_run": False})
     states, nxt = steps()
     assert states[-1] == "done" and nxt.startswith("Next: everything is done")
+
+    runs.new_run("publish", folder=str(model.resolve()), targets=["git:http://x/o/n"]).update(status="failed")
+    states, _ = steps()  # `vlhub publish` records its own run: the newest one tells
+    assert states[-1] == "failed"
 
 
 def test_running_jobs_and_runs_refresh_the_home_page() -> None:
