@@ -5,6 +5,7 @@ import contextlib
 import hashlib
 import json
 import os
+import subprocess
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -57,6 +58,14 @@ def write_random(path: Path, size: int, rng: object = None) -> None:
             n = min(left, MB)
             out.write(rand.randbytes(n))  # type: ignore[attr-defined]
             left -= n
+
+
+def publish_git(folder: Path, url: str, token: str, *args: str) -> subprocess.CompletedProcess:
+    """``vlhub publish FOLDER --to git:URL ARGS`` with ``token`` as ``VLHUB_GIT_TOKEN`` (user ``user``)."""
+    from conftest import run_vlhub
+
+    return run_vlhub("publish", str(folder), "--to", f"git:{url}", *args,
+                     env={"VLHUB_GIT_TOKEN": token, "VLHUB_GIT_USER": "user"})
 
 
 def tree_digest(folder: Path) -> dict[str, str]:

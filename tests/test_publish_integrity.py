@@ -26,7 +26,7 @@ from typing import Any, Iterator
 import pytest
 
 from conftest import run_vlhub
-from publish_helpers import MB, hub_server_class, make_model, tree_digest
+from publish_helpers import MB, hub_server_class, make_model, publish_git, tree_digest
 from servers.git_lfs import GitLfsServer
 
 CANARY = "canary-integrity-81b2f0"
@@ -41,8 +41,7 @@ def srv(tmp_path: Path) -> Iterator[GitLfsServer]:
 
 
 def publish(folder: Path, url: str, *args: str) -> subprocess.CompletedProcess:
-    return run_vlhub("publish", str(folder), "--to", f"git:{url}", *args,
-                     env={"VLHUB_GIT_TOKEN": CANARY, "VLHUB_GIT_USER": "user"})
+    return publish_git(folder, url, CANARY, *args)
 
 
 def errors(proc: subprocess.CompletedProcess) -> list[str]:

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from conftest import run_vlhub
-from publish_helpers import MB, hub_server_class, make_model, tree_digest, write_random
+from publish_helpers import MB, hub_server_class, make_model, publish_git, tree_digest, write_random
 from servers.git_lfs import GitLfsServer
 
 CANARY = "canary-loadable-5a1c"
@@ -33,8 +33,7 @@ def srv(tmp_path: Path) -> Iterator[GitLfsServer]:
 
 
 def publish(folder: Path, url: str, *args: str) -> subprocess.CompletedProcess:
-    return run_vlhub("publish", str(folder), "--to", f"git:{url}", *args,
-                     env={"VLHUB_GIT_TOKEN": CANARY, "VLHUB_GIT_USER": "user"})
+    return publish_git(folder, url, CANARY, *args)
 
 
 def commits(srv: GitLfsServer) -> int:
