@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import importlib.util
+import ipaddress
 import os
 import signal
 import socket
@@ -96,6 +97,14 @@ def bind_probe(host: str, port: int) -> int | None:
         return sock.getsockname()[1]
 
 
+def _wildcard(ip: str) -> bool:
+    """Whether a listening socket's address is the unspecified (any-interface) address, IPv4 or IPv6."""
+    try:
+        return ipaddress.ip_address(ip.split("%")[0]).is_unspecified
+    except ValueError:
+        return False
+
+
 def port_holder(host: str, port: int) -> str:
     """Who listens on ``port`` (preferring a socket on ``host`` or a wildcard address), in words.
 
@@ -108,7 +117,7 @@ def port_holder(host: str, port: int) -> str:
                      if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port]
     except (psutil.Error, OSError):
         listeners = []
-    listeners.sort(key=lambda c: (c.laddr.ip not in (host, "0.0.0.0", "::"), c.pid is None))
+    listeners.sort(key=lambda c: (not (c.laddr.ip == host or _wildcard(c.laddr.ip)), c.pid is None))
     pid = listeners[0].pid if listeners else None
     if pid is None:
         return "its pid is not visible to this user"
